@@ -1,0 +1,73 @@
+//! Pure-Rust stage harness for `benches/bench_stages.py`: seals one sector by calling the same
+//! `stages::*` functions the Python extension calls, and prints per-stage wall times as JSON.
+//!
+//! usage: stage-bench <sector-size-bytes> <piece-file> <work-dir>
+//! The Groth parameters must already be in FIL_PROOFS_PARAMETER_CACHE.
+
+use std::fs;
+use std::path::Path;
+use std::time::Instant;
+
+use anyhow::{ensure, Context, Result};
+use _core::stages::{self, Piece};
+
+fn proof_name(sector_size: u64) -> Result<&'static str> {
+    Ok(match sector_size {
+        2048 => "StackedDrg2KiBV1_1",
+        8_388_608 => "StackedDrg8MiBV1_1",
+        536_870_912 => "StackedDrg512MiBV1_1",
+        _ => anyhow::bail!("stage-bench supports 2KiB, 8MiB and 512MiB sectors"),
+    })
+}
+
+fn timed<T>(times: &mut Vec<(&'static str, f64)>, name: &'static str, f: impl FnOnce() -> Result<T>) -> Result<T> {
+    let start = Instant::now();
+    let out = f().with_context(|| format!("stage {name}"))?;
+    times.push((name, start.elapsed().as_secs_f64()));
+    Ok(out)
+}
+
+fn main() -> Result<()> {
+    let args: Vec<String> = std::env::args().collect();
+    ensure!(args.len() == 4, "usage: stage-bench <sector-size-bytes> <piece-file> <work-dir>");
+    let sector_size: u64 = args[1].parse().context("sector size must be a number of bytes")?;
+    let piece_path = Path::new(&args[2]);
+    let work = Path::new(&args[3]);
+    let proof = stages::seal_proof(proof_name(sector_size)?)?;
+    let unpadded = sector_size / 128 * 127;
+
+    let (staged, sealed, cache) = (work.join("staged"), work.join("sealed"), work.join("cache"));
+    let _ = fs::remove_dir_all(work);
+    fs::create_dir_all(&cache)?;
+    fs::write(&staged, b"")?;
+    fs::write(&sealed, b"")?;
+
+    let prover_id = [7u8; 32];
+    let sector_id = 1u64;
+    let ticket = [1u8; 32];
+    let seed = [2u8; 32];
+    let mut t = Vec::new();
+
+    let (comm_p, _) = timed(&mut t, "add_piece", || {
+        stages::add_piece(proof, piece_path, &staged, unpadded, &[])
+    })?;
+    let pieces = [Piece { commitment: comm_p, size: unpadded }];
+    timed(&mut t, "tree_d", || stages::build_tree_d(proof, Some(&staged), &cache))?;
+    let pc1 = timed(&mut t, "pc1", || {
+        stages::pc1(proof, &cache, Some(&staged), &sealed, prover_id, sector_id, ticket, &pieces)
+    })?;
+    let (comm_r, comm_d) = timed(&mut t, "pc2", || stages::pc2(&pc1, &cache, &sealed))?;
+    let c1 = timed(&mut t, "c1", || {
+        stages::c1(proof, &cache, &sealed, prover_id, sector_id, ticket, seed, comm_r, comm_d, &pieces)
+    })?;
+    let snark = timed(&mut t, "c2", || stages::c2(&c1, prover_id, sector_id))?;
+    let ok = timed(&mut t, "verify", || {
+        stages::verify_seal(proof, comm_r, comm_d, prover_id, sector_id, ticket, seed, &snark)
+    })?;
+    ensure!(ok, "the proof did not verify");
+
+    let stages_json: serde_json::Map<String, serde_json::Value> =
+        t.into_iter().map(|(k, v)| (k.to_owned(), serde_json::json!(v))).collect();
+    println!("{}", serde_json::json!({"sector_size": sector_size, "stages": stages_json, "verified": ok}));
+    Ok(())
+}
