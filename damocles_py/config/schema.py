@@ -1,0 +1,135 @@
+"""The typed configuration of a worker (`sealing.toml`), after parsing and validation.
+
+Key names follow damocles-worker where they mean the same thing. Durations are seconds (float),
+sizes are bytes, paths are absolute (relative paths in the file are resolved against the file's
+directory). `damocles_py.config.load` builds these from TOML and rejects anything unknown.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from damocles_py.proofs import SealProof, SectorSize
+
+
+class Plan(enum.Enum):
+    sealer = "sealer"
+    snapup = "snapup"
+    rebuild = "rebuild"
+
+
+@dataclass(frozen=True)
+class RpcServerConfig:
+    host: str = "127.0.0.1"
+    port: int = 17890
+
+    @property
+    def address(self) -> str:
+        return f"{self.host}:{self.port}"
+
+
+@dataclass(frozen=True)
+class WorkerConfig:
+    name: str
+    rpc_server: RpcServerConfig = field(default_factory=RpcServerConfig)
+    ping_interval: float = 30.0
+    local_pieces_dirs: tuple[Path, ...] = ()
+    # Where the admin token, the worker's own state and sector logs live.
+    state_dir: Path = Path(".damocles-worker")
+
+
+@dataclass(frozen=True)
+class EmbeddedManagerConfig:
+    """The in-process sector manager and its simulated chain."""
+
+    miner: int = 1000
+    sector_size: SectorSize = SectorSize(2048)
+    state_dir: Path = Path("manager")
+    pieces_dir: Path | None = None
+    block_time: float = 1.0
+    pre_commit_delay_epochs: int = 3  # epochs between pre-commit landing and the seed
+    ticket_expiry_epochs: int = 900  # a pre-commit must land within this many epochs of its ticket
+    seed_expiry_epochs: int = 900  # a proof must be submitted within this many epochs of its seed
+
+    @property
+    def seal_proof(self) -> SealProof:
+        return SealProof.for_size(self.sector_size)
+
+
+@dataclass(frozen=True)
+class SectorManagerConfig:
+    """`addr` set: a standalone damocles-manager over gRPC; unset: the embedded manager."""
+
+    addr: str | None = None
+    embedded: EmbeddedManagerConfig = field(default_factory=EmbeddedManagerConfig)
+    rpc_timeout: float = 30.0
+
+    @property
+    def is_embedded(self) -> bool:
+        return self.addr is None
+
+
+@dataclass(frozen=True)
+class SealingConfig:
+    allowed_miners: tuple[int, ...] | None = None
+    allowed_sizes: tuple[SectorSize, ...] | None = None
+    enable_deals: bool = False
+    disable_cc: bool = False
+    max_deals: int | None = None
+    min_deal_space: int | None = None
+    max_retries: int = 5
+    seal_interval: float = 30.0
+    recover_interval: float = 60.0
+    rpc_polling_interval: float = 180.0
+    ignore_proof_check: bool = False
+    request_task_max_retries: int = 3
+    verify_after_pc2: bool = False
+
+    @property
+    def allowed_proofs(self) -> tuple[SealProof, ...] | None:
+        if self.allowed_sizes is None:
+            return None
+        return tuple(SealProof.for_size(s) for s in self.allowed_sizes)
+
+
+@dataclass(frozen=True)
+class SealingThreadConfig:
+    index: int
+    location: Path
+    plan: Plan
+    sealing: SealingConfig  # [sealing] merged with this thread's overrides
+
+
+@dataclass(frozen=True)
+class AttachedStoreConfig:
+    name: str
+    location: Path
+    readonly: bool = False
+
+
+@dataclass(frozen=True)
+class MetricsConfig:
+    enable: bool = False
+    http_listen: str = "127.0.0.1:9000"
+
+
+@dataclass(frozen=True)
+class ProcessorsConfig:
+    # stage name -> max concurrent runs of that stage across threads (unset: unlimited)
+    limitation_concurrent: dict[str, int] = field(default_factory=dict)
+    # sector size -> a prebuilt CC tree-d file; unset sizes are built once into the cache
+    static_tree_d: dict[SectorSize, Path] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Config:
+    path: Path
+    worker: WorkerConfig
+    sector_manager: SectorManagerConfig
+    sealing: SealingConfig
+    sealing_threads: tuple[SealingThreadConfig, ...]
+    attached: tuple[AttachedStoreConfig, ...]
+    metrics: MetricsConfig = field(default_factory=MetricsConfig)
+    processors: ProcessorsConfig = field(default_factory=ProcessorsConfig)

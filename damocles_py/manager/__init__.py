@@ -1,0 +1,1 @@
+"""Sector managers: the interface, the embedded manager, and the gRPC client/server."""

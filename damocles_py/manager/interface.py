@@ -1,0 +1,233 @@
+"""The sector manager interface: what a sealing thread asks of the manager, in typed messages.
+
+Two implementations stand behind it: `EmbeddedManager` (in-process, SQLite, simulated chain; the
+default) and the gRPC client of a standalone `damocles-manager`. Errors a caller may retry raise
+`ManagerUnavailable`; requests the manager refuses raise `ManagerRequestError` with a reason.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from damocles_py.proofs import PieceInfo, SealProof
+
+
+class ManagerUnavailable(Exception):
+    """The manager could not be reached or failed transiently: retry later."""
+
+
+class ManagerRequestError(Exception):
+    """The manager refused the request (unknown sector, wrong worker, malformed input)."""
+
+
+@dataclass(frozen=True, order=True)
+class SectorId:
+    miner: int
+    number: int
+
+    def __str__(self) -> str:
+        return f"{self.miner}-{self.number}"
+
+    @classmethod
+    def parse(cls, text: str) -> "SectorId":
+        try:
+            miner, number = text.split("-")
+            return cls(int(miner), int(number))
+        except ValueError:
+            raise ValueError(f"{text!r} is not a sector id; write it as <miner>-<number>, e.g. 1000-3") from None
+
+
+@dataclass(frozen=True)
+class AllocatedSector:
+    id: SectorId
+    proof: SealProof
+
+
+@dataclass(frozen=True)
+class AllocateSpec:
+    """Which sectors a thread may take: None means any."""
+
+    allowed_miners: tuple[int, ...] | None = None
+    allowed_proofs: tuple[SealProof, ...] | None = None
+
+
+@dataclass(frozen=True)
+class AcquireDealsSpec:
+    max_deals: int | None = None
+    min_used_space: int | None = None
+
+
+@dataclass(frozen=True)
+class Deal:
+    """A deal's piece. `piece_path` is where the worker reads the piece data (a local file)."""
+
+    deal_id: int
+    piece: PieceInfo
+    piece_path: str
+    payload_size: int
+
+
+@dataclass(frozen=True)
+class Ticket:
+    value: bytes
+    epoch: int
+
+
+@dataclass(frozen=True)
+class Seed:
+    value: bytes
+    epoch: int
+
+
+@dataclass(frozen=True)
+class SeedWait:
+    """Either the seed, or how long to wait before asking again."""
+
+    seed: Seed | None
+    delay_seconds: float = 0.0
+
+
+class SubmitResult(enum.Enum):
+    Accepted = 1
+    DuplicateSubmit = 2
+    MismatchedSubmission = 3
+    Rejected = 4
+    FilesMissed = 5
+
+
+@dataclass(frozen=True)
+class SubmitResponse:
+    result: SubmitResult
+    desc: str = ""
+
+
+class OnChainState(enum.Enum):
+    Pending = 1
+    Landed = 3
+    NotFound = 4
+    Failed = 5
+    PermFailed = 6
+    ShouldAbort = 7
+
+
+@dataclass(frozen=True)
+class OnChainStatus:
+    state: OnChainState
+    desc: str = ""
+
+
+@dataclass(frozen=True)
+class PreCommitInfo:
+    comm_r: bytes
+    comm_d: bytes
+    ticket: Ticket
+
+
+@dataclass(frozen=True)
+class SnapUpCandidate:
+    """A sealed CC sector to upgrade, the deals to put in it, and where its files are."""
+
+    sector: AllocatedSector
+    deals: tuple[Deal, ...]
+    comm_r_old: bytes
+    store: str
+
+
+@dataclass(frozen=True)
+class SnapUpProofInfo:
+    comm_r_new: bytes
+    comm_d_new: bytes
+    proof: bytes
+    store: str
+
+
+@dataclass(frozen=True)
+class RebuildJob:
+    """A sealed sector to re-create from its ticket and pieces, into `store`."""
+
+    sector: AllocatedSector
+    ticket: Ticket
+    deals: tuple[Deal, ...]  # empty: a CC sector
+    comm_r: bytes
+    comm_d: bytes
+    store: str
+    # Set when the sector was upgraded by snap: the deals and commitments of the update.
+    upgrade_deals: tuple[Deal, ...] = ()
+    upgrade_comm_r: bytes | None = None
+    upgrade_comm_d: bytes | None = None
+
+    @property
+    def is_snapup(self) -> bool:
+        return self.upgrade_comm_r is not None
+
+
+@dataclass(frozen=True)
+class StoreInfo:
+    name: str
+    path: str
+    readonly: bool = False
+
+
+@dataclass(frozen=True)
+class WorkerRef:
+    """Who holds a sector: worker instance name and thread index."""
+
+    instance: str
+    thread: int
+    location: str = ""
+
+
+@dataclass(frozen=True)
+class StateReport:
+    worker: WorkerRef
+    prev: str
+    next: str
+    event: str
+    failure_level: str | None = None
+    failure_cause: str | None = None
+    failure_desc: str | None = None
+
+
+@dataclass(frozen=True)
+class SectorStateResp:
+    """`finalized` tells the worker the manager abandoned the sector (e.g. aborted by an operator)."""
+
+    finalized: bool = False
+    abort_reason: str | None = None
+
+
+class SectorManager(Protocol):
+    def allocate_sector(self, spec: AllocateSpec, worker: WorkerRef) -> AllocatedSector | None: ...
+
+    def acquire_deals(self, sector: SectorId, spec: AcquireDealsSpec) -> list[Deal]: ...
+
+    def assign_ticket(self, sector: SectorId) -> Ticket: ...
+
+    def submit_pre_commit(self, sector: AllocatedSector, info: PreCommitInfo, reset: bool) -> SubmitResponse: ...
+
+    def poll_pre_commit_state(self, sector: SectorId) -> OnChainStatus: ...
+
+    def reserve_store(self, sector: SectorId, size: int, candidates: list[str]) -> str | None: ...
+
+    def submit_persisted(self, sector: SectorId, store: str, is_upgrade: bool) -> bool: ...
+
+    def wait_seed(self, sector: SectorId) -> SeedWait: ...
+
+    def submit_proof(self, sector: SectorId, proof: bytes, reset: bool) -> SubmitResponse: ...
+
+    def poll_proof_state(self, sector: SectorId) -> OnChainStatus: ...
+
+    def allocate_snapup_sector(self, spec: AllocateSpec, deals: AcquireDealsSpec,
+                               worker: WorkerRef) -> SnapUpCandidate | None: ...
+
+    def submit_snapup_proof(self, sector: SectorId, info: SnapUpProofInfo) -> SubmitResponse: ...
+
+    def allocate_rebuild_sector(self, spec: AllocateSpec, worker: WorkerRef) -> RebuildJob | None: ...
+
+    def report_state(self, sector: SectorId, report: StateReport) -> SectorStateResp: ...
+
+    def report_finalized(self, sector: SectorId) -> None: ...
+
+    def report_aborted(self, sector: SectorId, reason: str) -> None: ...
