@@ -89,6 +89,11 @@ class SeedWait:
     delay_seconds: float = 0.0
 
 
+# Rejection reasons the worker acts on; a manager puts them at the start of SubmitResponse.desc.
+REASON_TICKET_EXPIRED = "ticket expired"
+REASON_SEED_EXPIRED = "seed expired"
+
+
 class SubmitResult(enum.Enum):
     Accepted = 1
     DuplicateSubmit = 2

@@ -1,0 +1,493 @@
+"""The validating loader for `sealing.toml`: TOML in, a typed `Config` (schema.py) out.
+
+Each section has a small spec table, key -> parser. A key missing from its table is an error,
+never silently skipped: a typo like `max_retires` would otherwise leave the default in force and
+nobody would notice. Every error is a `ConfigError` naming the file, the dotted key, what is wrong
+and how to fix it, so the CLI can print it as one line.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import json
+import math
+import os
+import re
+import socket
+import sys
+from decimal import Decimal
+from pathlib import Path
+from typing import Any, Callable, Collection
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - exercised on Python 3.10 only
+    import tomli as tomllib
+
+from damocles_py.config.schema import (
+    AttachedStoreConfig,
+    Config,
+    EmbeddedManagerConfig,
+    MetricsConfig,
+    Plan,
+    ProcessorsConfig,
+    RpcServerConfig,
+    SealingConfig,
+    SealingThreadConfig,
+    SectorManagerConfig,
+    WorkerConfig,
+)
+from damocles_py.errors import UserError
+from damocles_py.proofs.errors import InvalidInput
+from damocles_py.proofs.types import SectorSize
+
+__all__ = ["STAGE_NAMES", "ConfigError", "load_config", "parse_bytes", "parse_config", "parse_duration"]
+
+# The stages `[processors.limitation.concurrent]` may limit.
+STAGE_NAMES = ("add_pieces", "tree_d", "pc1", "pc2", "c1", "c2", "snap_encode", "snap_prove", "unseal")
+
+_MINIMAL_THREAD = '`[[sealing_thread]]` followed by the line `location = "./store/t0"`'
+
+
+class ConfigError(UserError):
+    """A problem in the config file. str() is one line: `<file>: <key>: <problem>. Fix: <fix>`.
+
+    `path` is None while a value is parsed on its own (parse_duration, parse_bytes);
+    parse_config fills it in. `key` is None for whole-file problems (missing, unreadable).
+    """
+
+    def __init__(self, path: Path | None, key: str | None, problem: str, fix: str):
+        super().__init__(path, key, problem, fix)  # keeps the error picklable
+        self.path = path
+        self.key = key
+        self.problem = problem
+        self.fix = fix
+
+    def __str__(self) -> str:
+        where = [str(part) for part in (self.path, self.key) if part]
+        return ": ".join([*where, f"{self.problem.rstrip('.')}. Fix: {self.fix}"])
+
+
+def _invalid(key: str | None, problem: str, fix: str) -> ConfigError:
+    return ConfigError(None, key, problem, fix)
+
+
+# ---------------------------------------------------------------------------------------------
+# Entry points
+
+
+def load_config(path: str | os.PathLike) -> Config:
+    """Read and validate a `sealing.toml`. Raises ConfigError for anything wrong with it."""
+    path = Path(os.path.abspath(os.path.expanduser(path)))
+    try:
+        text = path.read_bytes().decode("utf-8")
+    except FileNotFoundError:
+        raise ConfigError(
+            path, None, "config file not found",
+            f"check the path, or create the file; the smallest valid one is {_MINIMAL_THREAD}",
+        ) from None
+    except UnicodeDecodeError as e:
+        raise ConfigError(path, None, f"not UTF-8 text ({e.reason})", "save the file as UTF-8") from None
+    except OSError as e:
+        raise ConfigError(
+            path, None, f"cannot read the config file ({e.strerror})", "check the path and its permissions"
+        ) from None
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as e:
+        raise _syntax_error(path, e) from None
+    return parse_config(data, path)
+
+
+def parse_config(data: dict[str, Any], path: Path) -> Config:
+    """Validate parsed TOML; relative paths are resolved against `path`'s directory."""
+    path = Path(os.path.abspath(path))
+    try:
+        return _Loader(path.parent).config(data, path)
+    except ConfigError as e:
+        if e.path is None:
+            e.path = path
+        raise
+
+
+def _syntax_error(path: Path, e: Exception) -> ConfigError:
+    # tomllib puts the position at the end of its message: "... (at line 3, column 9)".
+    message = str(e)
+    m = re.search(r"\s*\(at (?:line (\d+), column (\d+)|end of document)\)$", message)
+    detail = message[: m.start()] if m else message
+    if m and m.group(1):
+        key, detail = f"line {m.group(1)}", f"{detail} at column {m.group(2)}"
+    else:
+        key = "end of file" if m else None
+    return ConfigError(
+        path, key, f"invalid TOML: {detail}",
+        "correct the TOML syntax there (strings need double quotes, a table is [name], "
+        "an array of tables [[name]], each key only once)",
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# Scalar values. A parser takes (value, dotted key) and returns the typed value or raises.
+
+Parser = Callable[[Any, str], Any]
+
+_TOML_KINDS = ((bool, "a boolean"), (int, "an integer"), (float, "a float"), (str, "a string"),
+               (list, "an array"), (dict, "a table"))
+
+
+def _given(value: Any) -> str:
+    """How a TOML value looked, for messages: `"yes" (a string)`, `true (a boolean)`, `a table`."""
+    kind = next((name for t, name in _TOML_KINDS if isinstance(value, t)), "a date/time")
+    if isinstance(value, (list, dict)):
+        return kind
+    literal = json.dumps(value) if isinstance(value, (bool, str)) else str(value)
+    return f"{literal} ({kind})"
+
+
+def _leaf(key: str) -> str:
+    return key.rsplit(".", 1)[-1]
+
+
+def _example(key: str, value: Any) -> str:
+    """`name = value` in TOML for a key, or the bare value for an array element (`allowed_miners[0]`)."""
+    literal = json.dumps(value)
+    return f"`{literal}`" if key.endswith("]") else f"`{_leaf(key)} = {literal}`"
+
+
+def _bool(value: Any, key: str) -> bool:
+    if not isinstance(value, bool):
+        raise _invalid(
+            key, f"expected true or false, got {_given(value)}",
+            f"write {_example(key, True)} or {_example(key, False)}, without quotes",
+        )
+    return value
+
+
+def _int(minimum: int, maximum: int | None = None, example: int | None = None) -> Parser:
+    """Whole numbers in [minimum, maximum]. TOML `true` is a Python int too, so it is refused here."""
+    if maximum is not None:
+        expected = f"a whole number from {minimum} to {maximum}"
+    else:
+        expected = "a positive whole number" if minimum == 1 else f"a whole number >= {minimum}"
+
+    def parse(value: Any, key: str) -> int:
+        in_range = isinstance(value, int) and value >= minimum and (maximum is None or value <= maximum)
+        if isinstance(value, bool) or not in_range:
+            fix = f"write it like {_example(key, minimum if example is None else example)}"
+            if isinstance(value, str):
+                fix += ", a number without quotes"
+            raise _invalid(key, f"expected {expected}, got {_given(value)}", fix)
+        return value
+
+    return parse
+
+
+def _string(value: Any, key: str) -> str:
+    if not isinstance(value, str) or not value.strip():
+        raise _invalid(key, f"expected a non-empty string, got {_given(value)}",
+                       f'write it like {_example(key, "name")}')
+    return value
+
+
+def _host_port(example: str) -> Parser:
+    """A `host:port` address (IPv6 hosts in brackets: `[::1]:9000`)."""
+
+    def parse(value: Any, key: str) -> str:
+        host, _, port = value.rpartition(":") if isinstance(value, str) else ("", "", "")
+        if not (host and port.isdigit() and 1 <= int(port) <= 65535):
+            raise _invalid(key, f"expected a host:port address, got {_given(value)}",
+                           f'write it like {_example(key, example)}')
+        return value
+
+    return parse
+
+
+def _sector_size(value: Any, key: str) -> SectorSize:
+    if isinstance(value, bool) or not isinstance(value, (int, str)):
+        raise _invalid(key, f"expected a sector size, got {_given(value)}",
+                       f'write it like {_example(key, "2KiB")}')
+    try:
+        return SectorSize.parse(value, key)
+    except InvalidInput as e:
+        # The proofs layer words it as "<problem>; <what to write instead>".
+        problem, _, fix = e.problem.partition("; ")
+        raise _invalid(key, problem, fix or "use a supported sector size such as 2KiB or 32GiB") from e
+
+
+def _plan(value: Any, key: str) -> Plan:
+    if isinstance(value, str) and value in Plan.__members__:
+        return Plan[value]
+    names = ", ".join(Plan.__members__)
+    close = difflib.get_close_matches(str(value).lower(), Plan.__members__, n=1)
+    hint = f"did you mean `{close[0]}`? The plans are {names}" if close else f"use one of {names}"
+    raise _invalid(key, f"unknown plan {_given(value)}", hint)
+
+
+def _list_of(parse_item: Parser) -> Parser:
+    def parse(value: Any, key: str) -> tuple:
+        if not isinstance(value, list):
+            raise _invalid(key, f"expected an array, got {_given(value)}",
+                           f"write it in brackets, e.g. `{_leaf(key)} = [...]`")
+        return tuple(parse_item(item, f"{key}[{i}]") for i, item in enumerate(value))
+
+    return parse
+
+
+# Decimal, so "500ms" is exactly 0.5 and "1.1s" exactly 1.1
+_DURATION_UNITS = {"ms": Decimal("0.001"), "s": Decimal(1), "m": Decimal(60), "h": Decimal(3600),
+                   "d": Decimal(86400)}
+_DURATION_PART = r"(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)"  # "ms" before "m", or "5ms" would read as 5m + s
+_DURATION_RE = re.compile(rf"(?:{_DURATION_PART}\s*)+")
+
+
+def parse_duration(value: Any, key: str) -> float:
+    """Seconds from a number (seconds) or a string like "500ms", "30s", "5m", "1h", "1m30s".
+
+    Zero and negative durations are refused: every duration in the config is a timeout or the
+    period of a loop, where 0 means a busy loop or an instant failure.
+    """
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        seconds = float(value)
+    elif isinstance(value, str) and _DURATION_RE.fullmatch(value.strip()):
+        seconds = float(sum(Decimal(n) * _DURATION_UNITS[u] for n, u in re.findall(_DURATION_PART, value)))
+    else:
+        raise _invalid(key, f"expected a duration, got {_given(value)}",
+                       f'write it like {_example(key, "30s")} '
+                       "(units ms, s, m, h, d; combine like \"1m30s\"), or a number of seconds")
+    if not (math.isfinite(seconds) and seconds > 0):
+        raise _invalid(key, f"the duration must be more than zero, got {_given(value)}",
+                       f'write a positive duration like {_example(key, "30s")}')
+    return seconds
+
+
+_BYTE_UNITS = {"": 1, "B": 1, "KiB": 1 << 10, "MiB": 1 << 20, "GiB": 1 << 30, "TiB": 1 << 40}
+_BYTES_RE = re.compile(r"(\d+)\s*(B|KiB|MiB|GiB|TiB)?")
+
+
+def parse_bytes(value: Any, key: str) -> int:
+    """Bytes from a whole number or a string like "2KiB", "512MiB", "32GiB" (binary units only)."""
+    if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+        return value
+    m = _BYTES_RE.fullmatch(value.strip()) if isinstance(value, str) else None
+    if m:
+        return int(m.group(1)) * _BYTE_UNITS[m.group(2) or ""]
+    raise _invalid(key, f"expected a size in bytes, got {_given(value)}",
+                   f'write it like {_example(key, "512MiB")} '
+                   "(units B, KiB, MiB, GiB, TiB: binary, so KiB rather than KB), or a whole number of bytes")
+
+
+# ---------------------------------------------------------------------------------------------
+# Tables
+
+
+def _join(prefix: str, name: str) -> str:
+    return f"{prefix}.{name}" if prefix else name
+
+
+def _table_name(key: str) -> str:
+    """How a table's header reads in the file: `[sealing_thread.sealing]`, `[[attached]]`."""
+    bare = re.sub(r"\[\d+\]", "", key)
+    return f"[[{bare}]]" if key.endswith("]") else f"[{bare}]"
+
+
+def _table(value: Any, key: str) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise _invalid(key, f"expected a table, got {_given(value)}",
+                       f"write it as a table: a `{_table_name(key)}` header line followed by its keys")
+    return value
+
+
+def _check_keys(table: dict[str, Any], prefix: str, known: Collection[str]) -> None:
+    for name in table:
+        if name in known:
+            continue
+        close = difflib.get_close_matches(name.lower(), list(known), n=1)
+        if close:
+            fix = f"did you mean `{close[0]}`?"
+        elif not prefix:
+            fix = f"remove it; the top-level sections are: {', '.join(known)}"
+        else:
+            fix = f"remove it; the keys {_table_name(prefix)} accepts are: {', '.join(known)}"
+        raise _invalid(_join(prefix, name), "unknown key", fix)
+
+
+def _fields(value: Any, key: str, spec: dict[str, Parser]) -> dict[str, Any]:
+    """Parse a table by its spec: only the keys present, each with its parser; unknown keys fail."""
+    table = _table(value, key)
+    _check_keys(table, key, spec)
+    return {name: parse(table[name], _join(key, name)) for name, parse in spec.items() if name in table}
+
+
+def _fields_of(spec: dict[str, Parser]) -> Parser:
+    return lambda value, key: _fields(value, key, spec)
+
+
+def _dataclass_of(cls: type, spec: dict[str, Parser]) -> Parser:
+    """A parser for a table whose keys are exactly the dataclass's fields (missing ones: defaults)."""
+    return lambda value, key: cls(**_fields(value, key, spec))
+
+
+def _array_of_tables(value: Any, key: str) -> list[dict[str, Any]]:
+    if isinstance(value, dict):  # `[sealing_thread]` where `[[sealing_thread]]` was meant
+        raise _invalid(key, "expected an array of tables, got a single table",
+                       f"write the header with double brackets, `{_table_name(key + '[0]')}`, once per entry")
+    if not isinstance(value, list):
+        raise _invalid(key, f"expected an array of tables, got {_given(value)}",
+                       f"write one `{_table_name(key + '[0]')}` block per entry")
+    return [_table(item, f"{key}[{i}]") for i, item in enumerate(value)]
+
+
+def _required(values: dict[str, Any], name: str, key: str, example: str) -> Any:
+    if name not in values:
+        raise _invalid(_join(key, name), "missing", f"add `{name} = {example}` to `{_table_name(key)}`")
+    return values[name]
+
+
+def _check_unique(items: tuple, attr: str, key: str, fix: str) -> None:
+    first_at: dict[Any, int] = {}
+    for i, item in enumerate(items):
+        value = getattr(item, attr)
+        if value in first_at:
+            problem = f"{json.dumps(str(value))} is already used by {key}[{first_at[value]}]"
+            raise _invalid(f"{key}[{i}].{attr}", problem, fix)
+        first_at[value] = i
+
+
+_SEALING: dict[str, Parser] = {
+    "allowed_miners": _list_of(_int(0, example=1000)),
+    "allowed_sizes": _list_of(_sector_size),
+    "enable_deals": _bool,
+    "disable_cc": _bool,
+    "max_deals": _int(0, example=1),
+    "min_deal_space": parse_bytes,
+    "max_retries": _int(0, example=5),
+    "seal_interval": parse_duration,
+    "recover_interval": parse_duration,
+    "rpc_polling_interval": parse_duration,
+    "ignore_proof_check": _bool,
+    "request_task_max_retries": _int(0, example=3),
+    "verify_after_pc2": _bool,
+}
+_RPC_SERVER: dict[str, Parser] = {"host": _string, "port": _int(1, 65535, 17890)}
+_METRICS: dict[str, Parser] = {"enable": _bool, "http_listen": _host_port("127.0.0.1:9000")}
+_LIMITATION: dict[str, Parser] = {"concurrent": _fields_of(dict.fromkeys(STAGE_NAMES, _int(1, example=1)))}
+_SECTIONS = ("worker", "sector_manager", "sealing", "sealing_thread", "attached", "metrics", "processors")
+
+
+class _Loader:
+    """The sections that hold paths, which resolve against the config file's directory `base`."""
+
+    def __init__(self, base: Path):
+        self.base = base
+
+    def resolve(self, path: Path) -> Path:
+        # normpath, not resolve(): the directory may not exist yet, and symlinks are the user's business
+        return Path(os.path.normpath(self.base / path.expanduser()))
+
+    def path(self, value: Any, key: str) -> Path:
+        if not isinstance(value, str) or not value.strip():
+            raise _invalid(key, f"expected a path, got {_given(value)}",
+                           f'write it like {_example(key, "./dir")}')
+        return self.resolve(Path(value))
+
+    def config(self, data: dict[str, Any], path: Path) -> Config:
+        _check_keys(data, "", _SECTIONS)
+        sealing = SealingConfig(**_fields(data.get("sealing", {}), "sealing", _SEALING))
+        return Config(
+            path=path,
+            worker=self.worker(data.get("worker", {}), "worker"),
+            sector_manager=self.sector_manager(data.get("sector_manager", {}), "sector_manager"),
+            sealing=sealing,
+            sealing_threads=self.threads(data.get("sealing_thread", []), "sealing_thread", sealing),
+            attached=self.attached(data.get("attached", []), "attached"),
+            metrics=_dataclass_of(MetricsConfig, _METRICS)(data.get("metrics", {}), "metrics"),
+            processors=self.processors(data.get("processors", {}), "processors"),
+        )
+
+    def worker(self, value: Any, key: str) -> WorkerConfig:
+        values = _fields(value, key, {
+            "name": _string,
+            "state_dir": self.path,
+            "ping_interval": parse_duration,
+            "local_pieces_dirs": _list_of(self.path),
+            "rpc_server": _dataclass_of(RpcServerConfig, _RPC_SERVER),
+        })
+        values.setdefault("name", socket.gethostname())
+        values.setdefault("state_dir", self.resolve(WorkerConfig.state_dir))
+        return WorkerConfig(**values)
+
+    def sector_manager(self, value: Any, key: str) -> SectorManagerConfig:
+        values = _fields(value, key, {
+            "rpc_client": _fields_of({"addr": _host_port("127.0.0.1:1789")}),
+            "rpc_timeout": parse_duration,
+            "embedded": self.embedded,
+        })
+        # The embedded manager's defaults hold a relative state_dir, so parse them too.
+        values.setdefault("embedded", self.embedded({}, _join(key, "embedded")))
+        addr = values.pop("rpc_client", {}).get("addr")
+        return SectorManagerConfig(addr=addr, **values)
+
+    def embedded(self, value: Any, key: str) -> EmbeddedManagerConfig:
+        values = _fields(value, key, {
+            "miner": _int(0, example=1000),
+            "sector_size": _sector_size,
+            "state_dir": self.path,
+            "pieces_dir": self.path,
+            "block_time": parse_duration,
+            "pre_commit_delay_epochs": _int(0, example=3),
+            "ticket_expiry_epochs": _int(1, example=900),
+            "seed_expiry_epochs": _int(1, example=900),
+        })
+        values.setdefault("state_dir", self.resolve(EmbeddedManagerConfig.state_dir))
+        return EmbeddedManagerConfig(**values)
+
+    def threads(self, value: Any, key: str, sealing: SealingConfig) -> tuple[SealingThreadConfig, ...]:
+        tables = _array_of_tables(value, key)
+        if not tables:
+            raise _invalid(key, "no sealing threads are configured", f"add at least one: {_MINIMAL_THREAD}")
+        threads = tuple(self.thread(t, f"{key}[{i}]", i, sealing) for i, t in enumerate(tables))
+        _check_unique(threads, "location", key, "give each sealing thread its own location: "
+                      "threads sharing a directory would overwrite each other's sector files")
+        return threads
+
+    def thread(self, value: Any, key: str, index: int, sealing: SealingConfig) -> SealingThreadConfig:
+        values = _fields(value, key, {"location": self.path, "plan": _plan, "sealing": _fields_of(_SEALING)})
+        return SealingThreadConfig(
+            index=index,
+            location=_required(values, "location", key, '"./store/t0"'),
+            plan=values.get("plan", Plan.sealer),
+            sealing=dataclasses.replace(sealing, **values.get("sealing", {})),  # per-thread overrides win
+        )
+
+    def attached(self, value: Any, key: str) -> tuple[AttachedStoreConfig, ...]:
+        stores = tuple(self.store(t, f"{key}[{i}]") for i, t in enumerate(_array_of_tables(value, key)))
+        _check_unique(stores, "name", key,
+                      "give each attached store a unique `name`: sectors are recorded by store name")
+        return stores
+
+    def store(self, value: Any, key: str) -> AttachedStoreConfig:
+        values = _fields(value, key, {"name": _string, "location": self.path, "readonly": _bool})
+        location = _required(values, "location", key, '"./persist/a"')
+        values.setdefault("name", str(location))
+        return AttachedStoreConfig(**values)
+
+    def processors(self, value: Any, key: str) -> ProcessorsConfig:
+        values = _fields(value, key, {
+            "limitation": _fields_of(_LIMITATION),
+            "static_tree_d": self.static_tree_d,
+        })
+        return ProcessorsConfig(
+            limitation_concurrent=values.get("limitation", {}).get("concurrent", {}),
+            static_tree_d=values.get("static_tree_d", {}),
+        )
+
+    def static_tree_d(self, value: Any, key: str) -> dict[SectorSize, Path]:
+        files: dict[SectorSize, Path] = {}
+        for name, file in _table(value, key).items():
+            size = _sector_size(name, _join(key, name))
+            if size in files:  # "2KiB" and "2048" are the same size
+                raise _invalid(_join(key, name), f"sector size {size} is listed twice",
+                               "keep one entry per size")
+            files[size] = self.path(file, _join(key, name))
+        return files

@@ -1,0 +1,178 @@
+"""What a stage handler works with: the sector, the manager, its files, and the thread's controls."""
+
+from __future__ import annotations
+
+import errno
+import logging
+import threading
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterator, Protocol
+
+from damocles_py.config.schema import AttachedStoreConfig, SealingConfig
+from damocles_py.fsm.failure import FailureCause, SealingFailure
+from damocles_py.fsm.sector import Sector
+from damocles_py.fsm.states import State
+from damocles_py.manager.interface import SectorManager, WorkerRef
+from damocles_py.proofs import InvalidInput, ParametersMissing, ProofsError, SectorSize
+from damocles_py.store.layout import PersistLayout, SectorFiles, sector_files
+
+
+class Interrupted(Exception):
+    """A pause or shutdown was requested while the thread waited; the stage re-runs on resume."""
+
+
+@dataclass(frozen=True)
+class ResumeRequest:
+    state: State | None  # None: re-run the current state
+
+
+class ThreadControl:
+    """Pause, resume and stop signals between the daemon/admin API and one sealing thread."""
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self.pause_requested = False
+        self.stop_requested = False
+        self.paused = False
+        self._resume: ResumeRequest | None = None
+
+    def request_pause(self) -> bool:
+        with self._cond:
+            if self.pause_requested or self.paused:
+                return False
+            self.pause_requested = True
+            self._cond.notify_all()
+            return True
+
+    def request_stop(self) -> None:
+        with self._cond:
+            self.stop_requested = True
+            self._cond.notify_all()
+
+    def resume(self, request: ResumeRequest) -> bool:
+        """Resume a paused thread; False if it is not paused."""
+        with self._cond:
+            if not self.paused:
+                return False
+            self._resume = request
+            self._cond.notify_all()
+            return True
+
+    def check(self) -> None:
+        if self.stop_requested or self.pause_requested:
+            raise Interrupted()
+
+    def wait(self, seconds: float) -> None:
+        """Sleep, waking early (with Interrupted) if a pause or stop is requested."""
+        deadline = time.monotonic() + seconds
+        with self._cond:
+            while True:
+                if self.stop_requested or self.pause_requested:
+                    raise Interrupted()
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return
+                self._cond.wait(left)
+
+    def wait_for_resume(self) -> ResumeRequest | None:
+        """Block while paused. Returns the resume request, or None when the thread must stop."""
+        with self._cond:
+            self.paused, self.pause_requested = True, False
+            while self._resume is None and not self.stop_requested:
+                self._cond.wait()
+            request, self._resume = self._resume, None
+            self.paused = False
+            return None if self.stop_requested else request
+
+
+class StageLimits:
+    """`[processors.limitation.concurrent]`: at most N threads run a stage at once."""
+
+    def __init__(self, limits: dict[str, int]):
+        self._sems = {stage: threading.Semaphore(n) for stage, n in limits.items()}
+
+    @contextmanager
+    def slot(self, stage: str, control: ThreadControl, on_wait) -> Iterator[None]:
+        sem = self._sems.get(stage)
+        if sem is None:
+            yield
+            return
+        if not sem.acquire(blocking=False):
+            on_wait()
+            while not sem.acquire(timeout=0.2):
+                control.check()  # a waiting thread can still be paused or stopped
+        try:
+            yield
+        finally:
+            sem.release()
+
+
+class StageObserver(Protocol):
+    """Told about stage runs (metrics, thread status)."""
+
+    def stage_waiting(self, stage: str) -> None: ...
+
+    def stage_started(self, stage: str) -> None: ...
+
+    def stage_finished(self, stage: str, seconds: float, ok: bool) -> None: ...
+
+
+@dataclass
+class StageContext:
+    sector: Sector
+    manager: SectorManager
+    location: Path
+    sealing: SealingConfig
+    stores: dict[str, AttachedStoreConfig]
+    worker: WorkerRef
+    log: logging.Logger
+    control: ThreadControl
+    limits: StageLimits
+    observer: StageObserver
+    local_pieces_dirs: tuple[Path, ...] = ()
+    static_tree_d: dict[SectorSize, Path] = field(default_factory=dict)
+
+    @property
+    def files(self) -> SectorFiles:
+        return sector_files(self.location, self.sector.name)
+
+    def persist_layout(self, store: str) -> PersistLayout:
+        if store not in self.stores:
+            raise SealingFailure(
+                FailureCause.PersistFailed,
+                f"the manager named store {store!r}, which is not among this worker's [[attached]] stores "
+                f"({', '.join(self.stores) or 'none'})",
+            )
+        return PersistLayout(self.stores[store].location, self.sector.name)
+
+    def wait(self, seconds: float) -> None:
+        self.control.wait(seconds)
+
+    @contextmanager
+    def stage(self, name: str, cause: FailureCause) -> Iterator[None]:
+        """Run a heavy stage: wait for a concurrency slot, time it, and name its failures `cause`."""
+        with self.limits.slot(name, self.control, lambda: self.observer.stage_waiting(name)):
+            self.observer.stage_started(name)
+            self.log.info("%s: start", name)
+            start = time.monotonic()
+            ok = False
+            try:
+                yield
+                ok = True
+            except SealingFailure:
+                raise
+            except ParametersMissing as e:
+                raise SealingFailure(FailureCause.ParametersMissing, str(e)) from e
+            except OSError as e:
+                if e.errno == errno.ENOSPC:
+                    raise SealingFailure(FailureCause.DiskFull, f"{name}: {e}") from e
+                raise SealingFailure(cause, f"{name}: {e}") from e
+            except (ProofsError, InvalidInput) as e:
+                raise SealingFailure(cause, str(e)) from e
+            finally:
+                seconds = time.monotonic() - start
+                self.observer.stage_finished(name, seconds, ok)
+                self.log.info("%s: %s in %.3fs", name, "done" if ok else "failed", seconds)

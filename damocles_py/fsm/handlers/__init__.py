@@ -1,0 +1,1 @@
+"""Stage handlers: the work done in each state of a plan (see fsm/plans.py)."""

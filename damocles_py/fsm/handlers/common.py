@@ -1,0 +1,198 @@
+"""Stage handlers shared by plans: pieces, TreeD, PC1, PC2 and persisting sealed files.
+
+Every handler is idempotent: it first removes whatever an interrupted earlier run of the same
+stage may have left, so re-running a stage after a crash or a rewind is always safe.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import shutil
+from pathlib import Path
+
+from damocles_py import proofs
+from damocles_py.fsm.context import StageContext
+from damocles_py.fsm.failure import FailureCause, SealingFailure
+from damocles_py.fsm.states import Event
+from damocles_py.manager.interface import Deal
+from damocles_py.proofs import PieceInfo, SealProof
+from damocles_py.store.layout import TREE_D_FILE, copy_atomically, persisted_cache_files
+
+
+def prover_id(ctx: StageContext) -> bytes:
+    return proofs.prover_id_from_miner(ctx.sector.id.miner)
+
+
+# ---------------------------------------------------------------------------------------------
+# pieces
+
+
+def _piece_file(ctx: StageContext, deal: Deal) -> Path:
+    """The deal's piece data: the manager's path, else a file of that name in local_pieces_dirs."""
+    candidates = [Path(deal.piece_path)] + [d / Path(deal.piece_path).name for d in ctx.local_pieces_dirs]
+    for path in candidates:
+        if path.is_file():
+            return path
+    raise SealingFailure(
+        FailureCause.PieceDownloadFailed,
+        f"deal {deal.deal_id}: piece file not found (looked at {', '.join(map(str, candidates))})",
+    )
+
+
+def stage_pieces(ctx: StageContext, deals: list[Deal], staged: Path) -> list[PieceInfo]:
+    """Write the deals' pieces into a fresh staged file and check each commP against its deal."""
+    proof = ctx.sector.proof
+    staged.parent.mkdir(parents=True, exist_ok=True)
+    staged.write_bytes(b"")
+    pieces: list[PieceInfo] = []
+    with ctx.stage("add_pieces", FailureCause.PieceDownloadFailed):
+        for deal in deals:
+            path = _piece_file(ctx, deal)
+            piece = proofs.add_piece(proof, path, staged, pieces, piece_size=deal.piece.size)
+            if piece.commitment != deal.piece.commitment:
+                raise SealingFailure(
+                    FailureCause.PieceCommitmentMismatch,
+                    f"deal {deal.deal_id}: piece {path} has commP {piece.commitment.hex()}, "
+                    f"the deal says {deal.piece.commitment.hex()}",
+                )
+            ctx.log.info("piece of deal %d added: %d bytes, commP %s", deal.deal_id, piece.size,
+                         piece.commitment.hex())
+            pieces.append(piece)
+        with open(staged, "r+b") as f:  # the staged file is the whole sector, zero-filled after the pieces
+            f.truncate(proof.sector_size)
+    return pieces
+
+
+def add_pieces(ctx: StageContext) -> Event:
+    s = ctx.sector
+    s.pieces = proofs.cc_pieces(s.proof) if s.is_cc else stage_pieces(ctx, s.deals, ctx.files.staged)
+    return Event.AddPiece
+
+
+# ---------------------------------------------------------------------------------------------
+# TreeD
+
+
+def static_cc_tree_d(ctx: StageContext, proof: SealProof) -> Path:
+    """The all-zero tree-d of a sector size: configured, or built once into the shared cache."""
+    configured = ctx.static_tree_d.get(proof.sector_size)
+    if configured is not None:
+        return configured
+    target_dir = proofs.params.cache_root() / "static-tree-d" / str(proof.sector_size)
+    target = target_dir / TREE_D_FILE
+    if target.is_file():
+        return target
+    target_dir.mkdir(parents=True, exist_ok=True)
+    with open(target_dir / ".lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # several threads may need it at once: build it once
+        if not target.is_file():
+            tmp = target_dir / f".build-{os.getpid()}"
+            shutil.rmtree(tmp, ignore_errors=True)
+            tmp.mkdir()
+            proofs.build_tree_d(proof, None, tmp)
+            (tmp / TREE_D_FILE).replace(target)
+            shutil.rmtree(tmp, ignore_errors=True)
+    return target
+
+
+def make_tree_d(ctx: StageContext, staged: Path | None, cache: Path, pieces: list[PieceInfo]) -> bytes:
+    """Build (or link, for CC) tree-d into a fresh `cache`, and check it commits to `pieces`."""
+    proof = ctx.sector.proof
+    shutil.rmtree(cache, ignore_errors=True)  # never reuse a stale tree from an earlier attempt
+    cache.mkdir(parents=True)
+    with ctx.stage("tree_d", FailureCause.TreeDFailed):
+        expected = proofs.compute_comm_d(proof, pieces)
+        if staged is None:  # CC: the shared all-zero tree, whose root is the zero pieces' comm_d
+            os.symlink(static_cc_tree_d(ctx, proof), cache / TREE_D_FILE)
+            return expected
+        comm_d = proofs.build_tree_d(proof, staged, cache)
+        if comm_d != expected:
+            raise SealingFailure(
+                FailureCause.TreeDFailed,
+                f"tree-d root {comm_d.hex()} does not match the pieces' comm_d {expected.hex()}",
+            )
+    return comm_d
+
+
+def build_tree_d(ctx: StageContext) -> Event:
+    s, files = ctx.sector, ctx.files
+    s.tree_d_comm_d = make_tree_d(ctx, None if s.is_cc else files.staged, files.cache, s.pieces)
+    return Event.BuildTreeD
+
+
+# ---------------------------------------------------------------------------------------------
+# PC1 / PC2
+
+
+def pc1(ctx: StageContext) -> Event:
+    s, files = ctx.sector, ctx.files
+    for entry in files.cache.iterdir():  # drop layers of an interrupted PC1, keep the tree-d
+        if entry.name != TREE_D_FILE:
+            shutil.rmtree(entry) if entry.is_dir() and not entry.is_symlink() else entry.unlink()
+    files.sealed.write_bytes(b"")
+    with ctx.stage("pc1", FailureCause.PC1Failed):
+        out = proofs.pc1(s.proof, files.cache, None if s.is_cc else files.staged, files.sealed,
+                         prover_id(ctx), s.id.number, s.ticket.value, s.pieces)
+    s.pc1_out = out.data
+    return Event.PC1
+
+
+def _restore_unsealed_replica(ctx: StageContext) -> None:
+    """Put the sealed file back to PC1's result (the unsealed data) before PC2.
+
+    PC2 encodes the sealed file in place, so a PC2 cut off half-way leaves it half-encoded; running
+    PC2 again on that yields a replica whose proofs fail ("Invalid vanilla proof" in damocles).
+    Restoring first makes PC2 idempotent. A CC sector is all zeros (a sparse file costs nothing).
+    """
+    s, files = ctx.sector, ctx.files
+    if s.is_cc:
+        with open(files.sealed, "wb") as f:
+            f.truncate(s.proof.sector_size)
+    else:
+        shutil.copyfile(files.staged, files.sealed)
+    for pattern in ("sc-02-data-tree-c*", "sc-02-data-tree-r-last*", "p_aux", "t_aux"):
+        for stale in files.cache.glob(pattern):
+            stale.unlink()
+
+
+def pc2(ctx: StageContext) -> Event:
+    s, files = ctx.sector, ctx.files
+    with ctx.stage("pc2", FailureCause.PC2Failed):
+        _restore_unsealed_replica(ctx)
+        out = proofs.pc2(proofs.PC1Output(s.proof, s.pc1_out), files.cache, files.sealed)
+    s.comm_r, s.comm_d = out.comm_r, out.comm_d
+    ctx.log.info("PC2: comm_r %s comm_d %s", out.comm_r.hex(), out.comm_d.hex())
+    return Event.PC2
+
+
+# ---------------------------------------------------------------------------------------------
+# persisting sealed files
+
+
+def reserve_store(ctx: StageContext) -> str:
+    """The persist store for this sector: kept once chosen, so a retry copies to the same place."""
+    s = ctx.sector
+    if s.store is None:
+        candidates = [name for name, st in ctx.stores.items() if not st.readonly]
+        if not candidates:
+            raise SealingFailure(FailureCause.PersistFailed, "no writable [[attached]] store is configured")
+        store = ctx.manager.reserve_store(s.id, 2 * int(s.proof.sector_size), candidates)
+        if store is None:
+            raise SealingFailure(FailureCause.NoStoreSpace, f"no store among {candidates} has room")
+        s.store = store
+    return s.store
+
+
+def copy_sealed_files(ctx: StageContext, sealed: Path, cache: Path, dest_sealed: Path, dest_cache: Path) -> None:
+    with ctx.stage("transfer", FailureCause.PersistFailed):
+        copy_atomically(sealed, dest_sealed)
+        for f in persisted_cache_files(cache):
+            copy_atomically(f, dest_cache / f.name)
+
+
+def persist_sealed(ctx: StageContext) -> Event:
+    layout = ctx.persist_layout(reserve_store(ctx))
+    copy_sealed_files(ctx, ctx.files.sealed, ctx.files.cache, layout.sealed, layout.cache)
+    ctx.log.info("sealed files persisted to store %s", ctx.sector.store)
+    return Event.Persist

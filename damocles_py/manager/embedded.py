@@ -1,0 +1,578 @@
+"""The embedded sector manager: in-process, state in SQLite, a simulated chain.
+
+It plays the parts of damocles-manager and of the chain for a single miner: it hands out sector
+numbers, turns piece files into deals, draws tickets and seeds from `SimulatedChain`, checks
+pre-commits and verifies proofs with the real proofs library (what the chain would do), and
+tracks where sectors are persisted, which CC sectors can be snapped up, and which are rebuilt.
+
+Every method runs its reads and writes in one SQLite transaction (see `db.ManagerDB`), so
+concurrent sealing threads never see half a change and a crash never leaves one. Proof
+verification runs inside that transaction too: it takes milliseconds, and doing it there keeps
+"check, then record" atomic.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import struct
+import threading
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+from damocles_py import proofs
+from damocles_py.config.schema import EmbeddedManagerConfig
+from damocles_py.manager.chain import Clock, SimulatedChain
+from damocles_py.manager.db import (
+    CommitRecord,
+    DealRecord,
+    HistoryRow,
+    ManagerDB,
+    PreCommitRecord,
+    RebuildState,
+    ReservationRecord,
+    SectorRecord,
+    Submission,
+    Tx,
+    UpgradeRecord,
+    UpgradeState,
+)
+from damocles_py.manager.interface import (
+    AcquireDealsSpec,
+    AllocatedSector,
+    AllocateSpec,
+    Deal,
+    ManagerRequestError,
+    ManagerUnavailable,
+    OnChainState,
+    OnChainStatus,
+    PreCommitInfo,
+    RebuildJob,
+    SectorId,
+    SectorStateResp,
+    Seed,
+    SeedWait,
+    SnapUpCandidate,
+    SnapUpProofInfo,
+    StateReport,
+    StoreInfo,
+    SubmitResponse,
+    SubmitResult,
+    Ticket,
+    WorkerRef,
+)
+from damocles_py.proofs import PieceInfo, SealProof
+
+log = logging.getLogger(__name__)
+
+_GENESIS_KEY = "genesis"
+
+
+def sector_entropy(sector: SectorId) -> bytes:
+    """What ties a ticket or seed to one sector (the chain mixes in the miner and number)."""
+    return struct.pack(">QQ", sector.miner, sector.number)
+
+
+def sector_file_name(sector: SectorId) -> str:
+    return f"s-t0{sector.miner}-{sector.number}"
+
+
+def persisted_files(store_root: Path, sector: SectorId, is_upgrade: bool) -> tuple[Path, Path]:
+    """(replica file, cache dir) of a sector in a store; same layout as damocles-worker."""
+    replica_dir, cache_dir = ("update", "update-cache") if is_upgrade else ("sealed", "cache")
+    name = sector_file_name(sector)
+    return store_root / replica_dir / name, store_root / cache_dir / name
+
+
+def choose_deals(free: Sequence[Deal], sector_size: int, spec: AcquireDealsSpec) -> list[Deal]:
+    """Deals (oldest first) that fit one sector together, in the order to add them.
+
+    Pieces are powers of two; added largest first, each starts aligned right after the one
+    before, so no padding is needed between them and "sum of padded sizes <= sector size" is
+    exactly the condition for them to fit.
+    """
+    chosen: list[Deal] = []
+    used = 0
+    for deal in free:
+        if spec.max_deals is not None and len(chosen) >= spec.max_deals:
+            break
+        if used + deal.piece.padded_size <= sector_size:
+            chosen.append(deal)
+            used += deal.piece.padded_size
+    if spec.min_used_space is not None and used < spec.min_used_space:
+        return []
+    return sorted(chosen, key=lambda d: -d.piece.padded_size)
+
+
+def _pieces_of(proof: SealProof, deals: Sequence[Deal]) -> list[PieceInfo]:
+    return [d.piece for d in deals] if deals else proofs.cc_pieces(proof)
+
+
+def _allows(spec: AllocateSpec, miner: int, proof: SealProof) -> bool:
+    miner_ok = spec.allowed_miners is None or miner in spec.allowed_miners
+    proof_ok = spec.allowed_proofs is None or proof in spec.allowed_proofs
+    return miner_ok and proof_ok
+
+
+def _rejected(desc: str) -> SubmitResponse:
+    return SubmitResponse(SubmitResult.Rejected, desc)
+
+
+_ACCEPTED = SubmitResponse(SubmitResult.Accepted)
+_DUPLICATE = SubmitResponse(SubmitResult.DuplicateSubmit)
+
+
+def _on_chain_status(state: Submission, landing_epoch: int | None, reason: str | None,
+                     epoch: int) -> OnChainStatus:
+    if state is Submission.Rejected:
+        return OnChainStatus(OnChainState.Failed, reason or "")
+    if landing_epoch is None or epoch < landing_epoch:
+        return OnChainStatus(OnChainState.Pending)
+    return OnChainStatus(OnChainState.Landed)
+
+
+class EmbeddedManager:
+    """A `SectorManager` for one miner (`config.miner`), sealing `config.seal_proof` sectors."""
+
+    def __init__(self, config: EmbeddedManagerConfig, stores: list[StoreInfo], clock: Clock = time.time):
+        self.config = config
+        self.miner = config.miner
+        self.seal_proof = config.seal_proof
+        self._stores = {s.name: s for s in stores}
+        self._clock = clock
+        self._db = ManagerDB(Path(config.state_dir))
+        self.chain = SimulatedChain(self._genesis(), config.block_time, clock)
+        self._scan_lock = threading.Lock()  # one pieces-dir scan at a time: commP once per file
+        self._warned_pieces: set[str] = set()
+
+    def _genesis(self) -> float:
+        """Genesis is the first start; persisted so epochs keep counting across restarts."""
+        with self._db.transaction() as tx:
+            stored = tx.meta(_GENESIS_KEY)
+            if stored is not None:
+                return float(stored)
+            genesis = self._clock()
+            tx.set_meta(_GENESIS_KEY, repr(genesis))
+            return genesis
+
+    def close(self) -> None:
+        self._db.close()
+
+    # -----------------------------------------------------------------------------------------
+    # read APIs (debugging, tests, the CLI)
+
+    def sector(self, sector_id: SectorId) -> SectorRecord | None:
+        with self._db.transaction() as tx:
+            return tx.sector(sector_id)
+
+    def sectors(self) -> list[SectorRecord]:
+        with self._db.transaction() as tx:
+            return tx.sectors()
+
+    def history(self, sector_id: SectorId) -> list[HistoryRow]:
+        with self._db.transaction() as tx:
+            return tx.history(sector_id)
+
+    def deals(self) -> list[DealRecord]:
+        self._register_new_pieces()
+        with self._db.transaction() as tx:
+            return tx.deals()
+
+    def reservations(self) -> list[ReservationRecord]:
+        with self._db.transaction() as tx:
+            return tx.reservations()
+
+    # -----------------------------------------------------------------------------------------
+    # helpers
+
+    @staticmethod
+    def _require(tx: Tx, sector_id: SectorId) -> SectorRecord:
+        record = tx.sector(sector_id)
+        if record is None:
+            raise ManagerRequestError(f"unknown sector {sector_id}")
+        return record
+
+    @staticmethod
+    def _require_active(tx: Tx, sector_id: SectorId) -> SectorRecord:
+        """A sector still being sealed: known, and not aborted."""
+        record = EmbeddedManager._require(tx, sector_id)
+        if record.aborted:
+            raise ManagerRequestError(f"sector {sector_id} was aborted: {record.abort_reason}")
+        return record
+
+    def _register_new_pieces(self) -> None:
+        """Turn each new regular file of the pieces dir into a deal (its commP computed here)."""
+        pieces_dir = self.config.pieces_dir
+        if pieces_dir is None:
+            return
+        with self._scan_lock:
+            if not Path(pieces_dir).is_dir():
+                self._warn_once(str(pieces_dir), "pieces dir %s does not exist; no deals until it does", pieces_dir)
+                return
+            with self._db.transaction() as tx:
+                known = tx.known_piece_paths()
+            for path in sorted(Path(pieces_dir).iterdir()):
+                # Dot files are skipped: the usual way to write a file and rename it in when complete.
+                if path.name.startswith(".") or not path.is_file() or str(path) in known:
+                    continue
+                self._register_piece(path)
+
+    def _register_piece(self, path: Path) -> None:
+        payload_size = path.stat().st_size
+        capacity = self.seal_proof.sector_size.unpadded
+        if payload_size > capacity:
+            self._warn_once(str(path), "piece %s (%d bytes) does not fit a %s sector (%d bytes); skipped",
+                            path, payload_size, self.seal_proof.sector_size, capacity)
+            return
+        try:
+            piece = proofs.piece_commitment(self.seal_proof, path)
+        except (proofs.InvalidInput, proofs.ProofsError) as e:
+            self._warn_once(str(path), "piece %s skipped: %s", path, e)
+            return
+        with self._db.transaction() as tx:
+            deal = tx.add_deal(str(path), piece, payload_size)
+        if deal is not None:
+            log.info("deal %d: piece %s (%d bytes, commP %s)", deal.deal_id, path, payload_size,
+                     piece.commitment.hex())
+
+    def _warn_once(self, key: str, message: str, *args) -> None:
+        if key not in self._warned_pieces:
+            self._warned_pieces.add(key)
+            log.warning(message, *args)
+
+    # -----------------------------------------------------------------------------------------
+    # sealing
+
+    def allocate_sector(self, spec: AllocateSpec, worker: WorkerRef) -> AllocatedSector | None:
+        if not _allows(spec, self.miner, self.seal_proof):
+            return None
+        with self._db.transaction() as tx:
+            sector_id = SectorId(self.miner, tx.next_sector_number(self.miner))
+            tx.insert_sector(sector_id, self.seal_proof, worker, self._clock())
+        log.info("allocated sector %s to %s/%d", sector_id, worker.instance, worker.thread)
+        return AllocatedSector(sector_id, self.seal_proof)
+
+    def acquire_deals(self, sector: SectorId, spec: AcquireDealsSpec) -> list[Deal]:
+        self._register_new_pieces()
+        with self._db.transaction() as tx:
+            record = self._require_active(tx, sector)
+            assigned = tx.deals_of(sector, for_upgrade=False)
+            if assigned or record.pre_commit is not None:
+                return assigned  # asked again (e.g. after a restart): the same answer
+            chosen = choose_deals(tx.free_deals(), record.proof.sector_size, spec)
+            tx.assign_deals(sector, chosen, for_upgrade=False)
+            return chosen
+
+    def assign_ticket(self, sector: SectorId) -> Ticket:
+        with self._db.transaction() as tx:
+            self._require_active(tx, sector)
+            epoch = self.chain.epoch()
+            ticket = Ticket(self.chain.randomness("ticket", epoch, sector_entropy(sector)), epoch)
+            tx.set_ticket(sector, ticket)
+            return ticket
+
+    def submit_pre_commit(self, sector: AllocatedSector, info: PreCommitInfo, reset: bool) -> SubmitResponse:
+        with self._db.transaction() as tx:
+            record = self._require_active(tx, sector.id)
+            if sector.proof is not record.proof:
+                raise ManagerRequestError(f"sector {sector.id} is a {record.proof.name} sector, not {sector.proof.name}")
+            previous = record.pre_commit
+            if previous is not None and previous.state is Submission.Accepted:
+                if previous.info == info:
+                    return _DUPLICATE
+                if not reset:
+                    return SubmitResponse(
+                        SubmitResult.MismatchedSubmission,
+                        f"sector {sector.id} already has a different accepted pre-commit; submit with reset to replace it",
+                    )
+            problem = self._pre_commit_problem(tx, record, info)
+            if problem is not None:
+                tx.set_pre_commit(sector.id, PreCommitRecord(info, Submission.Rejected, None, problem))
+                return _rejected(problem)
+            landing = self.chain.epoch() + 1
+            tx.set_pre_commit(sector.id, PreCommitRecord(info, Submission.Accepted, landing, None))
+            return _ACCEPTED
+
+    def _pre_commit_problem(self, tx: Tx, record: SectorRecord, info: PreCommitInfo) -> str | None:
+        """Why the chain would refuse this pre-commit, or None."""
+        if record.ticket is None or info.ticket != record.ticket:
+            return f"ticket at epoch {info.ticket.epoch} is not the ticket assigned to sector {record.id}"
+        age = self.chain.epoch() - info.ticket.epoch
+        if age > self.config.ticket_expiry_epochs:
+            return (f"ticket expired: it is {age} epochs old, more than {self.config.ticket_expiry_epochs}; "
+                    "get a new ticket and seal again")
+        if len(info.comm_r) != 32:
+            return f"comm_r must be 32 bytes, got {len(info.comm_r)}"
+        expected = proofs.compute_comm_d(record.proof, _pieces_of(record.proof, tx.deals_of(record.id, False)))
+        if info.comm_d != expected:
+            return f"comm_d {info.comm_d.hex()} does not match the sector's pieces (expected {expected.hex()})"
+        return None
+
+    def poll_pre_commit_state(self, sector: SectorId) -> OnChainStatus:
+        with self._db.transaction() as tx:
+            pre_commit = self._require(tx, sector).pre_commit
+        if pre_commit is None:
+            return OnChainStatus(OnChainState.NotFound)
+        return _on_chain_status(pre_commit.state, pre_commit.landing_epoch, pre_commit.reject_reason,
+                                self.chain.epoch())
+
+    def reserve_store(self, sector: SectorId, size: int, candidates: list[str]) -> str | None:
+        with self._db.transaction() as tx:
+            self._require(tx, sector)
+            best: tuple[int, str] | None = None  # (available bytes, store name)
+            for name in dict.fromkeys(candidates):
+                available = self._available_space(tx, name, sector)
+                if available is not None and available >= size and (best is None or available > best[0]):
+                    best = (available, name)
+            if best is None:
+                return None
+            tx.reserve(sector, best[1], size)
+            return best[1]
+
+    def _available_space(self, tx: Tx, store_name: str, sector: SectorId) -> int | None:
+        """Free bytes of a writable registered store, less what other sectors reserved there."""
+        store = self._stores.get(store_name)
+        if store is None or store.readonly:
+            return None
+        try:
+            free = shutil.disk_usage(store.path).free
+        except OSError as e:
+            log.warning("store %s (%s) is unusable: %s", store.name, store.path, e)
+            return None
+        return free - tx.reserved_on(store_name, excluding=sector)
+
+    def submit_persisted(self, sector: SectorId, store: str, is_upgrade: bool) -> bool:
+        with self._db.transaction() as tx:
+            self._require(tx, sector)
+            info = self._stores.get(store)
+            if info is None:
+                log.warning("sector %s persisted to unknown store %r", sector, store)
+                return False
+            replica, cache = persisted_files(Path(info.path), sector, is_upgrade)
+            if not (replica.is_file() and (cache / "p_aux").is_file()):
+                log.warning("sector %s: %s or %s/p_aux missing in store %s", sector, replica, cache, store)
+                return False
+            if is_upgrade:
+                tx.set_upgrade_store(sector, store)
+            else:
+                tx.set_store(sector, store)
+            return True
+
+    def wait_seed(self, sector: SectorId) -> SeedWait:
+        with self._db.transaction() as tx:
+            record = self._require_active(tx, sector)
+            landed = self._landed_pre_commit(record)
+            seed_epoch = landed.landing_epoch + self.config.pre_commit_delay_epochs
+            if self.chain.epoch() < seed_epoch:
+                return SeedWait(None, self.chain.seconds_until(seed_epoch))
+            seed = Seed(self.chain.randomness("seed", seed_epoch, sector_entropy(sector)), seed_epoch)
+            tx.set_seed(sector, seed)
+            return SeedWait(seed)
+
+    def _landed_pre_commit(self, record: SectorRecord) -> PreCommitRecord:
+        pre_commit = record.pre_commit
+        landed = (pre_commit is not None and pre_commit.state is Submission.Accepted
+                  and self.chain.epoch() >= pre_commit.landing_epoch)
+        if not landed:
+            raise ManagerRequestError(f"sector {record.id} has no landed pre-commit; wait until it lands")
+        return pre_commit
+
+    def submit_proof(self, sector: SectorId, proof: bytes, reset: bool) -> SubmitResponse:
+        with self._db.transaction() as tx:
+            record = self._require_active(tx, sector)
+            if record.seed is None:
+                raise ManagerRequestError(f"sector {sector} has no seed yet; call wait_seed until it returns one")
+            previous = record.commit
+            if previous is not None and previous.state is Submission.Accepted:
+                if previous.proof == proof:
+                    return _DUPLICATE
+                if not reset:
+                    return SubmitResponse(
+                        SubmitResult.MismatchedSubmission,
+                        f"sector {sector} already has a different accepted proof; submit with reset to replace it",
+                    )
+            problem = self._seal_proof_problem(record, proof)
+            if problem is not None:
+                tx.set_commit(sector, CommitRecord(proof, Submission.Rejected, None, problem))
+                return _rejected(problem)
+            tx.set_commit(sector, CommitRecord(proof, Submission.Accepted, self.chain.epoch() + 1, None))
+            return _ACCEPTED
+
+    def _seal_proof_problem(self, record: SectorRecord, proof: bytes) -> str | None:
+        """Why the chain would refuse this seal proof, or None."""
+        seed = record.seed
+        age = self.chain.epoch() - seed.epoch
+        if age > self.config.seed_expiry_epochs:
+            return (f"seed expired: it is {age} epochs old, more than {self.config.seed_expiry_epochs}; "
+                    "the sector must be sealed again")
+        pre_commit = record.pre_commit.info
+        try:
+            valid = proofs.verify_seal(
+                record.proof, pre_commit.comm_r, pre_commit.comm_d, proofs.prover_id_from_miner(record.id.miner),
+                record.id.number, pre_commit.ticket.value, seed.value, bytes(proof),
+            )
+        except proofs.ParametersMissing as e:
+            raise ManagerUnavailable(str(e)) from e  # the manager's setup, not the worker's proof
+        except (proofs.InvalidInput, proofs.ProofsError) as e:
+            return f"malformed proof: {e}"
+        if not valid:
+            return "proof does not verify against the sector's commitments, ticket and seed"
+        return None
+
+    def poll_proof_state(self, sector: SectorId) -> OnChainStatus:
+        with self._db.transaction() as tx:
+            commit = self._require(tx, sector).commit
+        if commit is None:
+            return OnChainStatus(OnChainState.NotFound)
+        return _on_chain_status(commit.state, commit.landing_epoch, commit.reject_reason, self.chain.epoch())
+
+    # -----------------------------------------------------------------------------------------
+    # snap-up
+
+    def allocate_snapup_sector(self, spec: AllocateSpec, deals: AcquireDealsSpec,
+                               worker: WorkerRef) -> SnapUpCandidate | None:
+        self._register_new_pieces()
+        with self._db.transaction() as tx:
+            record = tx.first_snapup_candidate(spec.allowed_miners, spec.allowed_proofs)
+            if record is None:
+                return None
+            chosen = choose_deals(tx.free_deals(), record.proof.sector_size, deals)
+            if not chosen:
+                return None
+            tx.assign_deals(record.id, chosen, for_upgrade=True)
+            tx.set_upgrade(record.id, UpgradeRecord(UpgradeState.Upgrading))
+            tx.set_holder(record.id, worker)
+        log.info("sector %s: snap-up with deals %s by %s/%d", record.id, [d.deal_id for d in chosen],
+                 worker.instance, worker.thread)
+        sector = AllocatedSector(record.id, record.proof)
+        return SnapUpCandidate(sector, tuple(chosen), record.pre_commit.info.comm_r, record.store)
+
+    def submit_snapup_proof(self, sector: SectorId, info: SnapUpProofInfo) -> SubmitResponse:
+        with self._db.transaction() as tx:
+            record = self._require_active(tx, sector)
+            upgrade = record.upgrade
+            if upgrade is None:
+                return _rejected(f"sector {sector} is not being upgraded")
+            if upgrade.state is UpgradeState.Upgraded:
+                same = (upgrade.comm_r, upgrade.comm_d, upgrade.proof) == (info.comm_r_new, info.comm_d_new, info.proof)
+                return _DUPLICATE if same else SubmitResponse(
+                    SubmitResult.MismatchedSubmission, f"sector {sector} was already upgraded with another proof")
+            problem = self._snap_proof_problem(tx, record, info)
+            if problem is not None:
+                return _rejected(problem)  # still upgrading: the thread may fix it and submit again
+            tx.set_upgrade(sector, UpgradeRecord(UpgradeState.Upgraded, info.comm_r_new, info.comm_d_new,
+                                                 info.proof, info.store))
+            return _ACCEPTED
+
+    def _snap_proof_problem(self, tx: Tx, record: SectorRecord, info: SnapUpProofInfo) -> str | None:
+        deals = tx.deals_of(record.id, for_upgrade=True)
+        expected = proofs.compute_comm_d(record.proof, [d.piece for d in deals])
+        if info.comm_d_new != expected:
+            return f"comm_d_new {info.comm_d_new.hex()} does not match the upgrade's deals (expected {expected.hex()})"
+        comm_r_old = record.pre_commit.info.comm_r
+        try:
+            valid = proofs.snap_verify(record.proof.update_proof, info.proof, comm_r_old, info.comm_r_new,
+                                       info.comm_d_new)
+        except proofs.ParametersMissing as e:
+            raise ManagerUnavailable(str(e)) from e
+        except (proofs.InvalidInput, proofs.ProofsError) as e:
+            return f"malformed update proof: {e}"
+        if not valid:
+            return "update proof does not verify against comm_r_old, comm_r_new and comm_d_new"
+        return None
+
+    # -----------------------------------------------------------------------------------------
+    # rebuild
+
+    def request_rebuild(self, sector_id: SectorId) -> None:
+        """Operator action: have a rebuild thread re-create a finished sector's files."""
+        with self._db.transaction() as tx:
+            record = self._require(tx, sector_id)
+            if not record.finished or record.aborted or record.store is None:
+                raise ManagerRequestError(f"sector {sector_id} is not a finished, persisted sector; nothing to rebuild")
+            if record.upgrade is not None and record.upgrade.state is UpgradeState.Upgrading:
+                raise ManagerRequestError(f"sector {sector_id} is being upgraded; rebuild it after the upgrade")
+            if record.rebuild is None:
+                tx.set_rebuild(sector_id, RebuildState.Requested)
+
+    def allocate_rebuild_sector(self, spec: AllocateSpec, worker: WorkerRef) -> RebuildJob | None:
+        with self._db.transaction() as tx:
+            record = tx.first_rebuild_request(spec.allowed_miners, spec.allowed_proofs)
+            if record is None:
+                return None
+            tx.set_rebuild(record.id, RebuildState.Taken)
+            tx.set_holder(record.id, worker)
+            return self._rebuild_job(tx, record)
+
+    @staticmethod
+    def _rebuild_job(tx: Tx, record: SectorRecord) -> RebuildJob:
+        pre_commit = record.pre_commit.info
+        upgrade = record.upgrade
+        upgraded = upgrade is not None and upgrade.state is UpgradeState.Upgraded
+        return RebuildJob(
+            sector=AllocatedSector(record.id, record.proof),
+            ticket=pre_commit.ticket,
+            deals=tuple(tx.deals_of(record.id, for_upgrade=False)),
+            comm_r=pre_commit.comm_r,
+            comm_d=pre_commit.comm_d,
+            # an upgraded sector's live files are the update's
+            store=(upgrade.store or record.store) if upgraded else record.store,
+            upgrade_deals=tuple(tx.deals_of(record.id, for_upgrade=True)) if upgraded else (),
+            upgrade_comm_r=upgrade.comm_r if upgraded else None,
+            upgrade_comm_d=upgrade.comm_d if upgraded else None,
+        )
+
+    # -----------------------------------------------------------------------------------------
+    # reports and operator actions
+
+    def report_state(self, sector: SectorId, report: StateReport) -> SectorStateResp:
+        with self._db.transaction() as tx:
+            record = self._require(tx, sector)
+            tx.append_history(sector, self._clock(), report)
+        if record.aborted:
+            return SectorStateResp(finalized=True, abort_reason=record.abort_reason)
+        return SectorStateResp()
+
+    def report_finalized(self, sector: SectorId) -> None:
+        with self._db.transaction() as tx:
+            record = self._require(tx, sector)
+            if record.rebuild is RebuildState.Taken:
+                tx.set_rebuild(sector, None)  # rebuilt: the request is done
+            elif record.upgrade is None:
+                tx.mark_finished(sector)
+            # an upgrade was recorded when its proof was accepted; nothing more to do
+            tx.release_reservation(sector)
+
+    def report_aborted(self, sector: SectorId, reason: str) -> None:
+        with self._db.transaction() as tx:
+            self._abort(tx, self._require(tx, sector), reason)
+
+    def abort_sector(self, sector_id: SectorId, reason: str) -> None:
+        """Operator action: give up a sector (or its running upgrade/rebuild); its deals go back."""
+        with self._db.transaction() as tx:
+            record = self._require(tx, sector_id)
+            if record.finished and record.rebuild is not RebuildState.Taken and not self._upgrading(record):
+                raise ManagerRequestError(f"sector {sector_id} is finished and nothing is running on it")
+            self._abort(tx, record, reason)
+
+    @staticmethod
+    def _upgrading(record: SectorRecord) -> bool:
+        return record.upgrade is not None and record.upgrade.state is UpgradeState.Upgrading
+
+    def _abort(self, tx: Tx, record: SectorRecord, reason: str) -> None:
+        """Abort what is running on a sector. A job on a finished sector (rebuild, upgrade) is
+        given up without touching the sealed sector, which stays valid."""
+        sector = record.id
+        if record.rebuild is RebuildState.Taken:
+            log.warning("sector %s: rebuild aborted (%s); it stays requested for another try", sector, reason)
+            tx.set_rebuild(sector, RebuildState.Requested)
+        elif self._upgrading(record):
+            log.warning("sector %s: snap-up aborted (%s); its deals go back to the pool", sector, reason)
+            tx.release_deals(sector, for_upgrade=True)
+            tx.clear_upgrade(sector)
+        elif not record.aborted:
+            log.warning("sector %s aborted: %s", sector, reason)
+            tx.mark_aborted(sector, reason)
+            tx.release_deals(sector, for_upgrade=False)
+        tx.release_reservation(sector)

@@ -1,0 +1,1 @@
+"""The sealing thread runtime (runtime.py) and what it reports to (observer.py)."""

@@ -1,0 +1,23 @@
+"""What the sealing threads tell the rest of the worker (metrics); the default does nothing."""
+
+from __future__ import annotations
+
+
+class WorkerObserver:
+    def thread_state(self, index: int, plan: str, state: str, thread_state: str) -> None:
+        pass
+
+    def transition(self, index: int, plan: str, prev: str, next: str) -> None:
+        pass
+
+    def stage_duration(self, stage: str, plan: str, seconds: float, ok: bool) -> None:
+        pass
+
+    def failure(self, cause: str, level: str) -> None:
+        pass
+
+    def retry(self, cause: str) -> None:
+        pass
+
+    def sector_done(self, plan: str, outcome: str) -> None:
+        pass
