@@ -1,5 +1,159 @@
-"""Daemon, thread-control and store commands of damocles-worker (sealing threads)."""
+"""Daemon, thread-control, store and sector-debug commands of damocles-worker."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+
+from damocles_py.errors import UserError
+
+DEFAULT_CONFIG = "sealing.toml"
+
+
+def _config_path(args) -> str:
+    return args.config or os.environ.get("DAMOCLES_WORKER_CONFIG") or DEFAULT_CONFIG
+
+
+def _cmd_daemon(args) -> int:
+    from damocles_py.config.load import load_config
+    from damocles_py.daemon import WorkerDaemon
+
+    config = load_config(_config_path(args))
+    return WorkerDaemon(config).run(stop_after_sectors=args.stop_after_sectors)
+
+
+def _client(args, need_token: bool):
+    """Admin client from --host (or DAMOCLES_WORKER_HOST) and the config's token file."""
+    from damocles_py.admin.client import AdminClient
+
+    host = args.host or os.environ.get("DAMOCLES_WORKER_HOST")
+    token = None
+    path = _config_path(args)
+    if os.path.exists(path):
+        from damocles_py.config.load import load_config
+        from damocles_py.daemon import admin_token_path
+
+        config = load_config(path)
+        host = host or config.worker.rpc_server.address
+        token_file = admin_token_path(config)
+        if token_file.exists():
+            token = token_file.read_text().strip()
+    elif need_token or not host:
+        raise UserError(f"no config file at {path}. Fix: pass -c <the worker's sealing.toml> "
+                        f"(the admin address and token come from it)")
+    if need_token and token is None:
+        raise UserError(f"no admin token found for {path}: has the daemon ever started with this config?")
+    return AdminClient(host, token)
+
+
+def _fmt_secs(secs: float) -> str:
+    secs = int(secs)
+    return f"{secs // 3600}h{secs % 3600 // 60:02d}m" if secs >= 3600 else f"{secs // 60}m{secs % 60:02d}s"
+
+
+def _cmd_list(args) -> int:
+    from google.protobuf.json_format import MessageToDict
+
+    resp = _client(args, need_token=False).list()
+    if args.json:
+        print(json.dumps(MessageToDict(resp, always_print_fields_with_no_presence=True,
+                                       preserving_proto_field_name=True), indent=2))
+        return 0
+    print(f"worker {resp.worker}")
+    print(f"{'#':>2}  {'plan':<8} {'sector':<12} {'state':<21} {'stage':<12} {'thread':<8} {'for':>7}  last failure")
+    for t in resp.threads:
+        failure = f"{t.last_failure.level}: {t.last_failure.cause}: {t.last_failure.detail}" if t.has_failure else ""
+        print(f"{t.index:>2}  {t.plan:<8} {t.sector_id or '-':<12} {t.state:<21} {t.stage or '-':<12} "
+              f"{t.thread_state:<8} {_fmt_secs(t.seconds_in_state):>7}  {failure}")
+    return 0
+
+
+def _cmd_pause(args) -> int:
+    resp = _client(args, need_token=True).pause(args.index)
+    print(resp.message)
+    return 0 if resp.accepted else 1
+
+
+def _cmd_resume(args) -> int:
+    resp = _client(args, need_token=True).resume(args.index, args.state)
+    print(resp.message)
+    return 0 if resp.accepted else 1
+
+
+def _cmd_sealing_init(args) -> int:
+    from pathlib import Path
+
+    from damocles_py.store.thread_db import ThreadDB
+
+    for loc in args.loc:
+        path = Path(loc).resolve()
+        (path / "data").mkdir(parents=True, exist_ok=True)
+        (path / "logs").mkdir(exist_ok=True)
+        ThreadDB(path).close()
+        print(f"sealing location ready: {path}")
+    return 0
+
+
+def _cmd_sector_debug(args) -> int:
+    resp = _client(args, need_token=False).sector_debug(args.sector, logs=args.logs)
+    for job in resp.jobs:
+        print(f"sector {resp.sector_id}  plan {job.plan}  thread {job.thread}  proof {job.proof_type or '-'}")
+        status = "done" if job.done else ("paused" if job.paused else "in progress")
+        print(f"  state: {job.state} ({status}, retries {job.retries})")
+        if job.has_failure:
+            f = job.failure
+            print(f"  failure: {f.cause} [{f.level}] {f.detail}\n    meaning: {f.meaning}\n    action:  {f.action}")
+        print("  status history:")
+        for h in job.history:
+            when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(h.ts))
+            took = f" ({h.duration:.3f}s)" if h.has_duration else ""
+            line = f"    {when}  {h.prev} --{h.event}--> {h.next}{took}"
+            if h.failure_cause:
+                line += f"  [{h.failure_level}: {h.failure_cause}: {h.detail}]"
+            print(line)
+        if args.logs:
+            print("  log:")
+            for line in job.log.splitlines():
+                print(f"    {line}")
+    return 0
 
 
 def add_commands(sub) -> None:
-    """Registered by issue #3's daemon; nothing yet."""
+    def with_client_args(p):
+        p.add_argument("-c", "--config", help="the worker's sealing.toml (env DAMOCLES_WORKER_CONFIG)")
+        p.add_argument("-H", "--host", help="admin API address host:port (env DAMOCLES_WORKER_HOST)")
+        return p
+
+    d = sub.add_parser("daemon", help="run the sealing threads")
+    d.add_argument("-c", "--config", help="sealing.toml (env DAMOCLES_WORKER_CONFIG)")
+    d.add_argument("--stop-after-sectors", type=int, default=None,
+                   help="exit once this many sectors are finished or aborted (for qualification runs)")
+    d.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    d.set_defaults(func=_cmd_daemon)
+
+    w = sub.add_parser("worker", help="steer a running daemon's sealing threads")
+    wsub = w.add_subparsers(dest="worker_command", required=True)
+    lst = with_client_args(wsub.add_parser("list", help="show every sealing thread"))
+    lst.add_argument("--json", action="store_true")
+    lst.set_defaults(func=_cmd_list)
+    pause = with_client_args(wsub.add_parser("pause", help="pause a thread before its next stage"))
+    pause.add_argument("-i", "--index", type=int, required=True)
+    pause.set_defaults(func=_cmd_pause)
+    resume = with_client_args(wsub.add_parser("resume", help="resume a paused thread"))
+    resume.add_argument("-i", "--index", type=int, required=True)
+    resume.add_argument("-s", "--state", help="rewind to this state, or Aborted to abandon the sector")
+    resume.set_defaults(func=_cmd_resume)
+
+    st = sub.add_parser("store", help="prepare storage")
+    stsub = st.add_subparsers(dest="store_command", required=True)
+    init = stsub.add_parser("sealing-init", help="prepare sealing thread locations")
+    init.add_argument("-l", "--loc", nargs="+", required=True)
+    init.set_defaults(func=_cmd_sealing_init)
+
+    sec = sub.add_parser("sector", help="inspect sectors")
+    secsub = sec.add_subparsers(dest="sector_command", required=True)
+    dbg = with_client_args(secsub.add_parser("debug", help="status history, failure cause and log of a sector"))
+    dbg.add_argument("sector", help="<miner>-<number>, e.g. 1000-3")
+    dbg.add_argument("--logs", action="store_true", help="also print the sector's own log")
+    dbg.set_defaults(func=_cmd_sector_debug)

@@ -467,7 +467,7 @@ class _Loader:
         return stores
 
     def store(self, value: Any, key: str) -> AttachedStoreConfig:
-        values = _fields(value, key, {"name": _string, "location": self.path, "readonly": _bool})
+        values = _fields(value, key, {"name": _string, "location": self.path, "readonly": _bool, "create": _bool})
         location = _required(values, "location", key, '"./persist/a"')
         values.setdefault("name", str(location))
         return AttachedStoreConfig(**values)

@@ -107,6 +107,9 @@ class AttachedStoreConfig:
     name: str
     location: Path
     readonly: bool = False
+    # Create the directory when missing. Only for local stores: a store on a mount that is missing
+    # must stay an error, or sealed sectors would land on the root disk.
+    create: bool = False
 
 
 @dataclass(frozen=True)

@@ -123,6 +123,21 @@ _ACCEPTED = SubmitResponse(SubmitResult.Accepted)
 _DUPLICATE = SubmitResponse(SubmitResult.DuplicateSubmit)
 
 
+def _answer_resubmission(accepted: object | None, submitted: object, reset: bool, what: str,
+                         sector: SectorId) -> SubmitResponse | None:
+    """The answer when something was already accepted for the sector; None: go on and check it."""
+    if accepted is None:
+        return None
+    if accepted == submitted:
+        return _DUPLICATE
+    if reset:
+        return None  # replace it
+    return SubmitResponse(
+        SubmitResult.MismatchedSubmission,
+        f"sector {sector} already has a different accepted {what}; submit with reset to replace it",
+    )
+
+
 def _on_chain_status(state: Submission, landing_epoch: int | None, reason: str | None,
                      epoch: int) -> OnChainStatus:
     if state is Submission.Rejected:
@@ -175,7 +190,7 @@ class EmbeddedManager:
             return tx.history(sector_id)
 
     def deals(self) -> list[DealRecord]:
-        self._register_new_pieces()
+        """Deals known so far (the pieces dir is scanned when deals are handed out, not here)."""
         with self._db.transaction() as tx:
             return tx.deals()
 
@@ -276,16 +291,13 @@ class EmbeddedManager:
         with self._db.transaction() as tx:
             record = self._require_active(tx, sector.id)
             if sector.proof is not record.proof:
-                raise ManagerRequestError(f"sector {sector.id} is a {record.proof.name} sector, not {sector.proof.name}")
+                raise ManagerRequestError(
+                    f"sector {sector.id} is a {record.proof.name} sector, not {sector.proof.name}")
             previous = record.pre_commit
-            if previous is not None and previous.state is Submission.Accepted:
-                if previous.info == info:
-                    return _DUPLICATE
-                if not reset:
-                    return SubmitResponse(
-                        SubmitResult.MismatchedSubmission,
-                        f"sector {sector.id} already has a different accepted pre-commit; submit with reset to replace it",
-                    )
+            accepted = previous.info if previous and previous.state is Submission.Accepted else None
+            answer = _answer_resubmission(accepted, info, reset, "pre-commit", sector.id)
+            if answer is not None:
+                return answer
             problem = self._pre_commit_problem(tx, record, info)
             if problem is not None:
                 tx.set_pre_commit(sector.id, PreCommitRecord(info, Submission.Rejected, None, problem))
@@ -384,14 +396,10 @@ class EmbeddedManager:
             if record.seed is None:
                 raise ManagerRequestError(f"sector {sector} has no seed yet; call wait_seed until it returns one")
             previous = record.commit
-            if previous is not None and previous.state is Submission.Accepted:
-                if previous.proof == proof:
-                    return _DUPLICATE
-                if not reset:
-                    return SubmitResponse(
-                        SubmitResult.MismatchedSubmission,
-                        f"sector {sector} already has a different accepted proof; submit with reset to replace it",
-                    )
+            accepted = previous.proof if previous and previous.state is Submission.Accepted else None
+            answer = _answer_resubmission(accepted, bytes(proof), reset, "proof", sector)
+            if answer is not None:
+                return answer
             problem = self._seal_proof_problem(record, proof)
             if problem is not None:
                 tx.set_commit(sector, CommitRecord(proof, Submission.Rejected, None, problem))
@@ -455,9 +463,10 @@ class EmbeddedManager:
             if upgrade is None:
                 return _rejected(f"sector {sector} is not being upgraded")
             if upgrade.state is UpgradeState.Upgraded:
-                same = (upgrade.comm_r, upgrade.comm_d, upgrade.proof) == (info.comm_r_new, info.comm_d_new, info.proof)
-                return _DUPLICATE if same else SubmitResponse(
-                    SubmitResult.MismatchedSubmission, f"sector {sector} was already upgraded with another proof")
+                accepted = (upgrade.comm_r, upgrade.comm_d, upgrade.proof)
+                submitted = (info.comm_r_new, info.comm_d_new, info.proof)
+                # no reset for upgrades: an accepted update is final
+                return _answer_resubmission(accepted, submitted, False, "update proof", sector)
             problem = self._snap_proof_problem(tx, record, info)
             if problem is not None:
                 return _rejected(problem)  # still upgrading: the thread may fix it and submit again
@@ -490,7 +499,8 @@ class EmbeddedManager:
         with self._db.transaction() as tx:
             record = self._require(tx, sector_id)
             if not record.finished or record.aborted or record.store is None:
-                raise ManagerRequestError(f"sector {sector_id} is not a finished, persisted sector; nothing to rebuild")
+                raise ManagerRequestError(
+                    f"sector {sector_id} is not a finished, persisted sector; nothing to rebuild")
             if record.upgrade is not None and record.upgrade.state is UpgradeState.Upgrading:
                 raise ManagerRequestError(f"sector {sector_id} is being upgraded; rebuild it after the upgrade")
             if record.rebuild is None:

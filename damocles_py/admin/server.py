@@ -1,0 +1,133 @@
+"""The worker's admin gRPC API: list threads, pause, resume (optionally at a state), debug a sector.
+
+Calls that change something (Pause, Resume) need the token from the worker's state directory in
+the `authorization: Bearer <token>` metadata. Reads need none: they expose nothing secret.
+"""
+
+from __future__ import annotations
+
+import hmac
+import time
+from concurrent import futures
+
+import grpc
+
+from damocles_py.admin import worker_admin_pb2 as pb
+from damocles_py.admin import worker_admin_pb2_grpc as pb_grpc
+from damocles_py.errors import UserError
+from damocles_py.fsm.failure import Failure
+from damocles_py.fsm.states import State
+from damocles_py.manager.interface import SectorId
+from damocles_py.store.layout import sector_log_path
+
+
+def failure_pb(failure: Failure | None) -> tuple[pb.Failure | None, bool]:
+    if failure is None:
+        return None, False
+    return pb.Failure(cause=failure.cause.name, level=failure.level.value, detail=failure.detail,
+                      meaning=failure.cause.meaning, action=failure.cause.action), True
+
+
+def read_log_tail(path, max_bytes: int) -> str:
+    if not path.exists():
+        return ""
+    with open(path, "rb") as f:
+        size = f.seek(0, 2)
+        f.seek(max(0, size - max_bytes))
+        data = f.read()
+    text = data.decode("utf-8", "replace")
+    return text if size <= max_bytes else f"[... {size - max_bytes} earlier bytes not shown ...]\n" + text
+
+
+class AdminService(pb_grpc.WorkerAdminServicer):
+    def __init__(self, daemon, token: str):
+        self.daemon = daemon
+        self.token = token
+
+    def _authorize(self, context) -> None:
+        sent = dict(context.invocation_metadata()).get("authorization", "")
+        if not hmac.compare_digest(sent.encode(), f"Bearer {self.token}".encode()):
+            context.abort(grpc.StatusCode.UNAUTHENTICATED,
+                          "missing or wrong admin token: pass -c <the worker's sealing.toml> so the CLI "
+                          "reads the token from the worker's state_dir")
+
+    def _thread(self, index: int, context):
+        threads = self.daemon.threads
+        if index >= len(threads):
+            context.abort(grpc.StatusCode.NOT_FOUND,
+                          f"no sealing thread with index {index}; this worker has indexes 0..{len(threads) - 1}")
+        return threads[index]
+
+    def List(self, request, context):
+        now = time.time()
+        infos = []
+        for t in self.daemon.threads:
+            st = t.status
+            failure, has_failure = failure_pb(st.last_failure)
+            infos.append(pb.ThreadInfo(
+                index=st.index, plan=st.plan, location=st.location, sector_id=st.sector_id or "",
+                state=st.state, thread_state=st.thread_state, stage=st.stage or "",
+                seconds_in_state=max(0.0, now - st.since), last_failure=failure, has_failure=has_failure,
+                resumable_states=[s.value for s in t.resumable_states()],
+            ))
+        return pb.ListResponse(worker=self.daemon.config.worker.name, threads=infos)
+
+    def Pause(self, request, context):
+        self._authorize(context)
+        thread = self._thread(request.index, context)
+        if thread.pause():
+            return pb.PauseResponse(accepted=True, message=f"thread {request.index} pauses before its next stage")
+        return pb.PauseResponse(accepted=False, message=f"thread {request.index} is already paused or pausing")
+
+    def Resume(self, request, context):
+        self._authorize(context)
+        thread = self._thread(request.index, context)
+        state = None
+        if request.state:
+            valid = thread.resumable_states()
+            state = State.__members__.get(request.state)
+            if state not in valid:
+                context.abort(grpc.StatusCode.INVALID_ARGUMENT,
+                              f"thread {request.index} cannot be resumed at state {request.state!r}; "
+                              f"valid states now: {', '.join(s.value for s in valid)}")
+        if thread.resume(state):
+            where = f"at {state.value}" if state else "at its current state"
+            return pb.ResumeResponse(accepted=True, message=f"thread {request.index} resumed {where}")
+        return pb.ResumeResponse(accepted=False, message=f"thread {request.index} is not paused")
+
+    def SectorDebug(self, request, context):
+        try:
+            sector_id = SectorId.parse(request.sector_id)
+        except ValueError as e:
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(e))
+        max_bytes = request.max_log_bytes or 256 * 1024
+        jobs = []
+        for t in self.daemon.threads:
+            current = t.db.current()
+            for sector in t.db.find(sector_id):
+                failure, has_failure = failure_pb(sector.failure)
+                done = current is None or current.uid != sector.uid
+                history = [pb.HistoryEntry(
+                    ts=h.ts, prev=h.prev, event=h.event, next=h.next, duration=h.duration or 0.0,
+                    has_duration=h.duration is not None, failure_level=h.failure_level or "",
+                    failure_cause=h.failure_cause or "", detail=h.detail or "",
+                ) for h in t.db.history(sector.uid)]
+                log_text = read_log_tail(sector_log_path(t.cfg.location, sector.name), max_bytes) if request.logs else ""
+                jobs.append(pb.SectorJob(
+                    thread=t.cfg.index, plan=sector.plan.value, state=sector.state.value, done=done,
+                    paused=sector.paused, failure=failure, has_failure=has_failure, history=history,
+                    log=log_text, proof_type=sector.proof.name if sector.proof else "", retries=sector.retries,
+                ))
+        if not jobs:
+            context.abort(grpc.StatusCode.NOT_FOUND, f"no sealing thread of this worker has worked on sector {sector_id}")
+        return pb.SectorDebugResponse(sector_id=str(sector_id), jobs=jobs)
+
+
+def serve_admin(daemon, address: str, token: str) -> grpc.Server:
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=4))
+    pb_grpc.add_WorkerAdminServicer_to_server(AdminService(daemon, token), server)
+    if server.add_insecure_port(address) == 0:
+        raise UserError(f"cannot listen on {address} for the admin API (in use?). "
+                        f"Fix: set another [worker.rpc_server] port, or stop the process using it")
+    server.start()
+    return server

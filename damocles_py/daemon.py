@@ -1,0 +1,145 @@
+"""The worker daemon: sealing threads, their sector manager, the admin API and metrics.
+
+`damocles-worker daemon -c sealing.toml` builds a `WorkerDaemon` and runs it until SIGINT or
+SIGTERM, which stop the threads at their next stage boundary (a second signal exits at once; the
+interrupted stage re-runs on the next start).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import secrets
+import signal
+import threading
+import time
+from pathlib import Path
+
+from damocles_py.config.schema import Config
+from damocles_py.errors import UserError
+from damocles_py.fsm.context import StageLimits
+from damocles_py.manager.interface import SectorManager, StoreInfo
+from damocles_py.thread.observer import WorkerObserver
+from damocles_py.thread.runtime import SealingThread, WorkerContext
+
+log = logging.getLogger("damocles.daemon")
+
+TOKEN_FILE = "admin.token"
+
+
+def admin_token_path(config: Config) -> Path:
+    return config.worker.state_dir / TOKEN_FILE
+
+
+def ensure_admin_token(config: Config) -> str:
+    """The token every state-changing admin call must carry; created once, readable by the owner only."""
+    path = admin_token_path(config)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if not path.exists():
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(secrets.token_hex(32))
+    return path.read_text().strip()
+
+
+def build_manager(config: Config) -> SectorManager:
+    stores = [StoreInfo(s.name, str(s.location), s.readonly) for s in config.attached]
+    if config.sector_manager.is_embedded:
+        from damocles_py.manager.embedded import EmbeddedManager
+
+        return EmbeddedManager(config.sector_manager.embedded, stores)
+    from damocles_py.manager.client import RemoteManager
+
+    return RemoteManager(config.sector_manager.addr, timeout=config.sector_manager.rpc_timeout)
+
+
+class WorkerDaemon:
+    def __init__(self, config: Config, manager: SectorManager | None = None,
+                 observer: WorkerObserver | None = None):
+        self.config = config
+        for store in config.attached:
+            if store.create:
+                store.location.mkdir(parents=True, exist_ok=True)
+            if not store.location.is_dir():
+                raise UserError(
+                    f"{config.path}: attached store {store.name!r}: {store.location} is not a directory. "
+                    f"Fix: mount or create it (mkdir -p {store.location}), set `create = true` for a local store, "
+                    f"or correct [[attached]] location"
+                )
+        self.observer = observer or self._default_observer()
+        self.manager = manager or build_manager(config)
+        self.token = ensure_admin_token(config)
+        shared = WorkerContext(
+            instance=config.worker.name,
+            manager=self.manager,
+            stores={s.name: s for s in config.attached},
+            limits=StageLimits(config.processors.limitation_concurrent),
+            observer=self.observer,
+            local_pieces_dirs=config.worker.local_pieces_dirs,
+            static_tree_d=config.processors.static_tree_d,
+        )
+        self.threads = [SealingThread(t, shared) for t in config.sealing_threads]
+        self._admin = None
+        self._metrics_server = None
+        self._stopping = threading.Event()
+
+    def _default_observer(self) -> WorkerObserver:
+        if self.config.metrics.enable:
+            from damocles_py.metrics.worker import PrometheusObserver
+
+            return PrometheusObserver(self.config.worker.name)
+        return WorkerObserver()
+
+    def start(self) -> None:
+        from damocles_py.admin.server import serve_admin
+
+        self._admin = serve_admin(self, self.config.worker.rpc_server.address, self.token)
+        if self.config.metrics.enable:
+            from damocles_py.metrics.worker import start_metrics_server
+
+            self._metrics_server = start_metrics_server(self.config.metrics.http_listen, self.observer)
+        for t in self.threads:
+            t.start()
+        log.info("worker %s: %d sealing threads, admin API on %s", self.config.worker.name,
+                 len(self.threads), self.config.worker.rpc_server.address)
+
+    def sectors_done(self) -> int:
+        return sum(t.sectors_done for t in self.threads)
+
+    def stop(self, timeout: float | None = None) -> None:
+        """Stop threads at their next stage boundary, then the servers."""
+        self._stopping.set()
+        for t in self.threads:
+            t.stop()
+        for t in self.threads:
+            t.join(timeout)
+        if self._admin is not None:
+            self._admin.stop(grace=1).wait()
+        if self._metrics_server is not None:
+            self._metrics_server.shutdown()
+        close = getattr(self.manager, "close", None)
+        if close:
+            close()
+
+    def run(self, stop_after_sectors: int | None = None) -> int:
+        """Run until a signal (or until `stop_after_sectors` sectors are done). Returns an exit code."""
+        signals = {"count": 0}
+
+        def on_signal(signum, _frame):
+            signals["count"] += 1
+            if signals["count"] > 1:
+                log.warning("second signal: exiting now; interrupted stages re-run on the next start")
+                os._exit(130)
+            log.warning("signal %d: stopping sealing threads at their next stage boundary", signum)
+            self._stopping.set()
+
+        signal.signal(signal.SIGINT, on_signal)
+        signal.signal(signal.SIGTERM, on_signal)
+        self.start()
+        while not self._stopping.is_set():
+            if stop_after_sectors is not None and self.sectors_done() >= stop_after_sectors:
+                log.info("%d sectors done: stopping", self.sectors_done())
+                break
+            time.sleep(0.2)
+        self.stop()
+        return 0
