@@ -1,0 +1,108 @@
+"""Per-stage cost of the Python path against a pure-Rust harness calling the same library functions.
+
+    python benches/bench_stages.py [--sizes 2KiB,8MiB] [--rounds 3]
+
+Both paths seal the same piece into a sector: the Python one through `damocles_py.proofs` (the
+path the sealing threads use), the Rust one through the `stage-bench` binary built from this crate
+(`rust/src/bin/stage_bench.rs`, calling `stages::*` directly). Rounds alternate between the two so
+that machine noise hits both alike; the best round of each stage is compared. Target: the Python
+path within 3% of Rust per stage at 8MiB.
+
+It also prints PC1's hashing rate as a fraction of this machine's single-core SHA-256 rate: SDR
+labelling is sequential SHA-256, so that rate is PC1's physical limit.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from damocles_py import bench  # noqa: E402
+from damocles_py.proofs import SealProof, SectorSize, params  # noqa: E402
+
+STAGES = ["add_piece", "tree_d", "pc1", "pc2", "c1", "c2", "verify"]
+LAYERS = 2  # SDR layers of every test-size sector
+SHA_BLOCKS_PER_LABEL = 20  # 64-byte SHA-256 blocks hashed per node label (replica id, index, 37 parents)
+
+
+def build_rust_harness() -> Path:
+    target = Path(os.environ.get("CARGO_TARGET_DIR", params.cache_root() / "cargo-target"))
+    env = dict(os.environ, CARGO_TARGET_DIR=str(target))
+    subprocess.run(["cargo", "build", "--release", "--quiet", "--bin", "stage-bench"], cwd=ROOT, env=env, check=True)
+    return target / "release" / "stage-bench"
+
+
+def rust_round(binary: Path, size: SectorSize, piece: Path, work: Path) -> dict[str, float]:
+    out = subprocess.run([str(binary), str(int(size)), str(piece), str(work)], check=True,
+                         capture_output=True, text=True).stdout
+    result = json.loads(out.strip().splitlines()[-1])
+    assert result["verified"], "the Rust harness produced a proof that does not verify"
+    return result["stages"]
+
+
+def python_round(size: SectorSize, piece: Path, work: Path) -> dict[str, float]:
+    times, _, _ = bench.seal_sector(size, work, piece_path=piece)
+    assert times.verified, "the Python path produced a proof that does not verify"
+    return times.stages
+
+
+def sha256_single_core_rate(seconds: float = 1.0) -> float:
+    """Bytes per second one core hashes with SHA-256 (OpenSSL, SHA extensions when the CPU has them)."""
+    buf = os.urandom(64 << 20)
+    start, n = time.perf_counter(), 0
+    while time.perf_counter() - start < seconds:
+        hashlib.sha256(buf).digest()
+        n += len(buf)
+    return n / (time.perf_counter() - start)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--sizes", default="2KiB,8MiB")
+    ap.add_argument("--rounds", type=int, default=3)
+    args = ap.parse_args()
+    sizes = [SectorSize.parse(s) for s in args.sizes.split(",")]
+    for size in sizes:
+        params.generate(size, (params.Circuit.PoRep,))
+    binary = build_rust_harness()
+    sha_rate = sha256_single_core_rate()
+    print(f"single-core SHA-256: {sha_rate / 1e6:.0f} MB/s")
+
+    report = {}
+    for size in sizes:
+        best_py = {s: float("inf") for s in STAGES}
+        best_rs = dict(best_py)
+        with tempfile.TemporaryDirectory(prefix="damocles-bench-") as tmp:
+            tmp = Path(tmp)
+            piece = bench.write_random_piece(tmp / "piece", size.unpadded)
+            for _ in range(args.rounds):
+                rounds = ((best_rs, rust_round(binary, size, piece, tmp / "rust")),
+                          (best_py, python_round(size, piece, tmp / "python")))
+                for best, stages in rounds:
+                    for s in STAGES:
+                        best[s] = min(best[s], stages[s])
+        print(f"\n{size}: best of {args.rounds} rounds (seconds)")
+        print(f"{'stage':<10}{'python':>10}{'rust':>10}{'python/rust':>13}")
+        for s in STAGES:
+            ratio = best_py[s] / best_rs[s] if best_rs[s] > 0 else float("nan")
+            print(f"{s:<10}{best_py[s]:>10.4f}{best_rs[s]:>10.4f}{ratio:>13.3f}")
+        nodes = int(size) // 32
+        pc1_rate = LAYERS * nodes * SHA_BLOCKS_PER_LABEL * 64 / best_py["pc1"]
+        print(f"PC1 hashing: {pc1_rate / 1e6:.0f} MB/s = {pc1_rate / sha_rate:.2f} of single-core SHA-256")
+        report[str(size)] = {"python": best_py, "rust": best_rs, "pc1_sha_fraction": pc1_rate / sha_rate}
+    print("\nJSON " + json.dumps(report))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,225 @@
+"""`RemoteManager`: the `SectorManager` of a standalone damocles-manager, over gRPC.
+
+Same methods, arguments and return types as `interface.SectorManager` (plus the operator ones of
+`EmbeddedManager`), so a worker cannot tell it from the embedded manager, except that the network
+can fail: an unreachable manager, a call cut short or timing out raise `ManagerUnavailable` (the
+worker retries); every other refusal raises `ManagerRequestError` with the manager's message.
+
+Calls fail fast while the manager is down (no wait_for_ready), and the channel reconnects by
+itself within `RECONNECT_MAX_BACKOFF_MS` once a manager listens on the address again.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TypeVar
+
+import grpc
+
+from damocles_py.manager import convert
+from damocles_py.manager import manager_pb2 as pb
+from damocles_py.manager import manager_pb2_grpc as pb_grpc
+from damocles_py.manager.convert import MalformedMessage, WorkerPing
+from damocles_py.manager.db import HistoryRow, SectorRecord
+from damocles_py.manager.interface import (
+    AcquireDealsSpec,
+    AllocatedSector,
+    AllocateSpec,
+    Deal,
+    ManagerRequestError,
+    ManagerUnavailable,
+    OnChainStatus,
+    PreCommitInfo,
+    RebuildJob,
+    SectorId,
+    SectorStateResp,
+    SeedWait,
+    SnapUpCandidate,
+    SnapUpProofInfo,
+    StateReport,
+    SubmitResponse,
+    Ticket,
+    WorkerRef,
+)
+from damocles_py.manager.server import GRPC_MESSAGE_OPTIONS
+
+T = TypeVar("T")
+
+# gRPC's default reconnect backoff grows to 120s: after a manager restart, calls would keep
+# failing for up to two minutes. Capped low, the channel is back within a couple of seconds.
+RECONNECT_MAX_BACKOFF_MS = 2000
+_CHANNEL_OPTIONS = [
+    *GRPC_MESSAGE_OPTIONS,
+    ("grpc.initial_reconnect_backoff_ms", 200),
+    ("grpc.min_reconnect_backoff_ms", 200),
+    ("grpc.max_reconnect_backoff_ms", RECONNECT_MAX_BACKOFF_MS),
+]
+
+# Statuses that say "not now" rather than "no": the manager is down, restarting or too slow.
+# (CANCELLED: a manager shutting down cancels the calls it is serving.)
+_TRANSIENT = {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.CANCELLED}
+
+
+class SectorNotFound(ManagerRequestError):
+    """The manager does not know the sector the request names (status NOT_FOUND)."""
+
+
+def _error_of(e: grpc.RpcError, rpc: str, addr: str) -> Exception:
+    code, details = e.code(), e.details() or ""
+    if code in _TRANSIENT:
+        return ManagerUnavailable(f"sector manager at {addr} unavailable ({rpc}: {code.name}): {details}")
+    if code is grpc.StatusCode.NOT_FOUND:
+        return SectorNotFound(details)
+    return ManagerRequestError(details or f"{rpc} failed: {code.name}")
+
+
+class RemoteManager:
+    def __init__(self, addr: str, timeout: float = 30.0):
+        self.addr = addr
+        self.timeout = timeout
+        self._closed = False
+        self._channel = grpc.insecure_channel(addr, options=_CHANNEL_OPTIONS)
+        self._stub = pb_grpc.SectorManagerStub(self._channel)
+
+    def close(self) -> None:
+        self._closed = True
+        self._channel.close()
+
+    def __enter__(self) -> "RemoteManager":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def _call(self, rpc: str, request, parse: Callable[[object], T] = lambda response: response) -> T:
+        """Call `rpc` and parse its response; gRPC and parse failures become the interface's errors."""
+        if self._closed:
+            raise ManagerUnavailable(f"the client of the sector manager at {self.addr} is closed")
+        try:
+            response = getattr(self._stub, rpc)(request, timeout=self.timeout, wait_for_ready=False)
+        except grpc.RpcError as e:
+            raise _error_of(e, rpc, self.addr) from None
+        try:
+            return parse(response)
+        except MalformedMessage as e:
+            # A manager speaking another version of the API: retrying will not help.
+            raise ManagerRequestError(
+                f"{rpc}: malformed response from the sector manager at {self.addr}: {e}") from None
+
+    # -----------------------------------------------------------------------------------------
+    # sealing
+
+    def allocate_sector(self, spec: AllocateSpec, worker: WorkerRef) -> AllocatedSector | None:
+        request = pb.AllocateSectorRequest(spec=convert.allocate_spec_to_pb(spec),
+                                           worker=convert.worker_ref_to_pb(worker))
+        return self._call("AllocateSector", request, lambda r: (
+            convert.allocated_sector_from_pb(r.sector) if r.HasField("sector") else None))
+
+    def acquire_deals(self, sector: SectorId, spec: AcquireDealsSpec) -> list[Deal]:
+        request = pb.AcquireDealsRequest(sector=convert.sector_id_to_pb(sector),
+                                         spec=convert.acquire_deals_spec_to_pb(spec))
+        return self._call("AcquireDeals", request, lambda r: list(convert.deals_from_pb(r.deals, "deals")))
+
+    def assign_ticket(self, sector: SectorId) -> Ticket:
+        request = pb.AssignTicketRequest(sector=convert.sector_id_to_pb(sector))
+        return self._call("AssignTicket", request, lambda r: convert.ticket_from_pb(convert.required(r, "ticket")))
+
+    def submit_pre_commit(self, sector: AllocatedSector, info: PreCommitInfo, reset: bool) -> SubmitResponse:
+        request = pb.SubmitPreCommitRequest(sector=convert.allocated_sector_to_pb(sector),
+                                            info=convert.pre_commit_info_to_pb(info), reset=reset)
+        return self._call("SubmitPreCommit", request, convert.submit_response_from_pb)
+
+    def poll_pre_commit_state(self, sector: SectorId) -> OnChainStatus:
+        request = pb.PollPreCommitStateRequest(sector=convert.sector_id_to_pb(sector))
+        return self._call("PollPreCommitState", request, convert.on_chain_status_from_pb)
+
+    def reserve_store(self, sector: SectorId, size: int, candidates: list[str]) -> str | None:
+        request = pb.ReserveStoreRequest(sector=convert.sector_id_to_pb(sector), size=size, candidates=candidates)
+        return self._call("ReserveStore", request, lambda r: r.store if r.HasField("store") else None)
+
+    def submit_persisted(self, sector: SectorId, store: str, is_upgrade: bool) -> bool:
+        request = pb.SubmitPersistedRequest(sector=convert.sector_id_to_pb(sector), store=store, is_upgrade=is_upgrade)
+        return self._call("SubmitPersisted", request, lambda r: r.accepted)
+
+    def wait_seed(self, sector: SectorId) -> SeedWait:
+        request = pb.WaitSeedRequest(sector=convert.sector_id_to_pb(sector))
+        return self._call("WaitSeed", request, convert.seed_wait_from_pb)
+
+    def submit_proof(self, sector: SectorId, proof: bytes, reset: bool) -> SubmitResponse:
+        request = pb.SubmitProofRequest(sector=convert.sector_id_to_pb(sector), proof=bytes(proof), reset=reset)
+        return self._call("SubmitProof", request, convert.submit_response_from_pb)
+
+    def poll_proof_state(self, sector: SectorId) -> OnChainStatus:
+        request = pb.PollProofStateRequest(sector=convert.sector_id_to_pb(sector))
+        return self._call("PollProofState", request, convert.on_chain_status_from_pb)
+
+    # -----------------------------------------------------------------------------------------
+    # snap-up and rebuild
+
+    def allocate_snapup_sector(self, spec: AllocateSpec, deals: AcquireDealsSpec,
+                               worker: WorkerRef) -> SnapUpCandidate | None:
+        request = pb.AllocateSnapUpSectorRequest(spec=convert.allocate_spec_to_pb(spec),
+                                                 deals=convert.acquire_deals_spec_to_pb(deals),
+                                                 worker=convert.worker_ref_to_pb(worker))
+        return self._call("AllocateSnapUpSector", request, lambda r: (
+            convert.snapup_candidate_from_pb(r.candidate) if r.HasField("candidate") else None))
+
+    def submit_snapup_proof(self, sector: SectorId, info: SnapUpProofInfo) -> SubmitResponse:
+        request = pb.SubmitSnapUpProofRequest(sector=convert.sector_id_to_pb(sector),
+                                              info=convert.snapup_proof_info_to_pb(info))
+        return self._call("SubmitSnapUpProof", request, convert.submit_response_from_pb)
+
+    def allocate_rebuild_sector(self, spec: AllocateSpec, worker: WorkerRef) -> RebuildJob | None:
+        request = pb.AllocateRebuildSectorRequest(spec=convert.allocate_spec_to_pb(spec),
+                                                  worker=convert.worker_ref_to_pb(worker))
+        return self._call("AllocateRebuildSector", request, lambda r: (
+            convert.rebuild_job_from_pb(r.job) if r.HasField("job") else None))
+
+    # -----------------------------------------------------------------------------------------
+    # reports
+
+    def report_state(self, sector: SectorId, report: StateReport) -> SectorStateResp:
+        request = pb.ReportStateRequest(sector=convert.sector_id_to_pb(sector),
+                                        report=convert.state_report_to_pb(report))
+        return self._call("ReportState", request, convert.sector_state_resp_from_pb)
+
+    def report_finalized(self, sector: SectorId) -> None:
+        self._call("ReportFinalized", pb.ReportFinalizedRequest(sector=convert.sector_id_to_pb(sector)))
+
+    def report_aborted(self, sector: SectorId, reason: str) -> None:
+        self._call("ReportAborted", pb.ReportAbortedRequest(sector=convert.sector_id_to_pb(sector), reason=reason))
+
+    # -----------------------------------------------------------------------------------------
+    # operator actions and reads (as on EmbeddedManager)
+
+    def request_rebuild(self, sector_id: SectorId) -> None:
+        self._call("RequestRebuild", pb.RequestRebuildRequest(sector=convert.sector_id_to_pb(sector_id)))
+
+    def abort_sector(self, sector_id: SectorId, reason: str) -> None:
+        self._call("AbortSector", pb.AbortSectorRequest(sector=convert.sector_id_to_pb(sector_id), reason=reason))
+
+    def sector_with_history(self, sector_id: SectorId) -> tuple[SectorRecord, list[HistoryRow]] | None:
+        """A sector's record and status history in one call; None if the manager does not know it."""
+        request = pb.GetSectorRequest(sector=convert.sector_id_to_pb(sector_id))
+        try:
+            return self._call("GetSector", request, lambda r: (
+                convert.sector_record_from_pb(convert.required(r, "sector")),
+                [convert.history_row_from_pb(h, f"history[{i}]") for i, h in enumerate(r.history)],
+            ))
+        except SectorNotFound:
+            return None
+
+    def sector(self, sector_id: SectorId) -> SectorRecord | None:
+        found = self.sector_with_history(sector_id)
+        return None if found is None else found[0]
+
+    def history(self, sector_id: SectorId) -> list[HistoryRow]:
+        found = self.sector_with_history(sector_id)
+        return [] if found is None else found[1]
+
+    def sectors(self) -> list[SectorRecord]:
+        return self._call("ListSectors", pb.ListSectorsRequest(), lambda r: [
+            convert.sector_record_from_pb(s, f"sectors[{i}]") for i, s in enumerate(r.sectors)])
+
+    def worker_ping(self, ping: WorkerPing) -> None:
+        self._call("WorkerPing", convert.worker_ping_to_pb(ping))

@@ -1,0 +1,93 @@
+"""Shared helpers: write a real sealing.toml, run a real daemon (in-process or as a process), wait."""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from damocles_py.config.load import load_config
+from damocles_py.config.schema import Config
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def toml_value(v) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, (int, float)):
+        return str(v)
+    if isinstance(v, (list, tuple)):
+        return "[" + ", ".join(toml_value(x) for x in v) + "]"
+    return '"' + str(v) + '"'
+
+
+def write_config(root: Path, plans=("sealer",), sealing=None, embedded=None, manager_addr=None,
+                 thread_sealing=None, metrics_port=None, name="test-worker") -> Path:
+    """A sealing.toml under `root` with fast intervals, one persist store and the given threads."""
+    sealing = {"seal_interval": "0.2s", "recover_interval": "0.5s", "rpc_polling_interval": "0.2s",
+               "max_retries": 3, **(sealing or {})}
+    embedded = {"miner": 1000, "sector_size": "2KiB", "state_dir": "./manager", "pieces_dir": "./pieces",
+                "block_time": "0.2s", "pre_commit_delay_epochs": 1, **(embedded or {})}
+    lines = [f'[worker]\nname = "{name}"\nstate_dir = "./worker"\n',
+             f'[worker.rpc_server]\nhost = "127.0.0.1"\nport = {free_port()}\n']
+    if manager_addr:
+        lines.append(f'[sector_manager]\nrpc_timeout = "2s"\n[sector_manager.rpc_client]\naddr = "{manager_addr}"\n')
+    else:
+        lines.append("[sector_manager.embedded]\n" + "".join(f"{k} = {toml_value(v)}\n" for k, v in embedded.items()))
+    lines.append("[sealing]\n" + "".join(f"{k} = {toml_value(v)}\n" for k, v in sealing.items()))
+    for i, plan in enumerate(plans):
+        lines.append(f'[[sealing_thread]]\nlocation = "./store/t{i}"\nplan = "{plan}"\n')
+        overrides = (thread_sealing or {}).get(i)
+        if overrides:
+            lines.append("[sealing_thread.sealing]\n" + "".join(f"{k} = {toml_value(v)}\n" for k, v in overrides.items()))
+    lines.append('[[attached]]\nname = "persist-a"\nlocation = "./persist/a"\ncreate = true\n')
+    if metrics_port:
+        lines.append(f'[metrics]\nenable = true\nhttp_listen = "127.0.0.1:{metrics_port}"\n')
+    (root / "pieces").mkdir(exist_ok=True)
+    path = root / "sealing.toml"
+    path.write_text("\n".join(lines))
+    return path
+
+
+def wait_until(predicate, timeout: float, what: str, interval: float = 0.1):
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(interval)
+
+
+@pytest.fixture
+def daemon_factory():
+    """Start in-process WorkerDaemons; all are stopped at the end of the test."""
+    from damocles_py.daemon import WorkerDaemon
+
+    started: list[WorkerDaemon] = []
+
+    def start(config_path: Path, **kwargs) -> WorkerDaemon:
+        config: Config = load_config(config_path)
+        daemon = WorkerDaemon(config, **kwargs)
+        daemon.start()
+        started.append(daemon)
+        return daemon
+
+    yield start
+    for d in started:
+        d.stop(timeout=120)
+
+
+def worker_cli(*args, check=True, timeout=60) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "damocles_py.cli.worker", *args],
+                          capture_output=True, text=True, check=check, timeout=timeout)
