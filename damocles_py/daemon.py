@@ -19,6 +19,7 @@ from damocles_py.config.schema import Config
 from damocles_py.errors import UserError
 from damocles_py.fsm.context import StageLimits
 from damocles_py.manager.interface import SectorManager, StoreInfo
+from damocles_py.thread.logs import install_rust_log_routing
 from damocles_py.thread.observer import WorkerObserver
 from damocles_py.thread.runtime import SealingThread, WorkerContext
 
@@ -68,10 +69,17 @@ class WorkerDaemon:
                 )
         self.observer = observer or self._default_observer()
         self.manager = manager or build_manager(config)
+        if config.metrics.enable:
+            from damocles_py.metrics.worker import InstrumentedManager
+
+            rpc_manager = InstrumentedManager(self.manager, self.observer)
+        else:
+            rpc_manager = self.manager
         self.token = ensure_admin_token(config)
+        install_rust_log_routing()
         shared = WorkerContext(
             instance=config.worker.name,
-            manager=self.manager,
+            manager=rpc_manager,
             stores={s.name: s for s in config.attached},
             limits=StageLimits(config.processors.limitation_concurrent),
             observer=self.observer,

@@ -17,11 +17,14 @@ import pytest
 from damocles_py import proofs
 from damocles_py.config.schema import EmbeddedManagerConfig
 from damocles_py.manager.db import RebuildState, Submission, UpgradeState
-from damocles_py.manager.embedded import EmbeddedManager, persisted_files
+from damocles_py.manager.embedded import EmbeddedManager, persisted_files, sector_pieces
 from damocles_py.manager.interface import (
+    REASON_SEED_EXPIRED,
+    REASON_TICKET_EXPIRED,
     AcquireDealsSpec,
     AllocatedSector,
     AllocateSpec,
+    Deal,
     ManagerRequestError,
     OnChainState,
     PreCommitInfo,
@@ -262,19 +265,39 @@ def test_aborted_sectors_release_their_deals(manager, pieces_dir, store):
     assert manager.acquire_deals(allocate(manager).id, AcquireDealsSpec()) == deals
 
 
-def test_pre_commit_comm_d_must_match_the_deals(manager, pieces_dir):
-    piece_path = write_piece(pieces_dir, "piece", 1000)
+def staged_comm_d(deals: list[Deal], workdir: Path) -> bytes:
+    """comm_d as sealing computes it: the tree-d root of the staged sector holding the deals."""
+    workdir.mkdir()
+    staged = workdir / "staged"
+    staged.write_bytes(b"")
+    added: list[proofs.PieceInfo] = []
+    for deal in deals:
+        added.append(proofs.add_piece(PROOF, deal.piece_path, staged, added, piece_size=deal.piece.size))
+    with open(staged, "r+b") as f:
+        f.truncate(SECTOR_SIZE)
+    (workdir / "cache").mkdir()
+    return proofs.build_tree_d(PROOF, staged, workdir / "cache")
+
+
+def test_pre_commit_comm_d_must_match_the_deals(manager, pieces_dir, tmp_path):
+    write_piece(pieces_dir, "a", 200)  # a 254-byte piece, 256 padded
+    write_piece(pieces_dir, "b", 400)  # 508, 512 padded: 1280 bytes of zeros fill the sector
     sector = allocate(manager)
-    (deal,) = manager.acquire_deals(sector.id, AcquireDealsSpec())
+    deals = manager.acquire_deals(sector.id, AcquireDealsSpec())
+    assert len(deals) == 2
     ticket = manager.assign_ticket(sector.id)
 
     as_cc = manager.submit_pre_commit(sector, PreCommitInfo(FAKE_COMM_R, CC_COMM_D, ticket), reset=False)
     assert as_cc.result is SubmitResult.Rejected and "comm_d" in as_cc.desc
     assert manager.poll_pre_commit_state(sector.id).state is OnChainState.Failed
+    deals_only = proofs.compute_comm_d(PROOF, [d.piece for d in deals])  # without the zero fill
+    no_fill = manager.submit_pre_commit(sector, PreCommitInfo(FAKE_COMM_R, deals_only, ticket), reset=False)
+    assert no_fill.result is SubmitResult.Rejected
 
-    comm_d = proofs.compute_comm_d(PROOF, [proofs.piece_commitment(PROOF, piece_path)])
+    comm_d = staged_comm_d(deals, tmp_path / "staging")
+    assert comm_d == proofs.compute_comm_d(PROOF, sector_pieces(PROOF, deals))
     ok = manager.submit_pre_commit(sector, PreCommitInfo(FAKE_COMM_R, comm_d, ticket), reset=False)
-    assert ok.result is SubmitResult.Accepted
+    assert ok.result is SubmitResult.Accepted, ok.desc
 
 
 # ---------------------------------------------------------------------------------------------
@@ -288,7 +311,7 @@ def test_ticket_expiry_rejects_the_pre_commit(manager, clock):
     clock.advance(6)  # expiry is 5 epochs
 
     expired = manager.submit_pre_commit(sector, PreCommitInfo(FAKE_COMM_R, CC_COMM_D, ticket), reset=False)
-    assert expired.result is SubmitResult.Rejected and "ticket expired" in expired.desc
+    assert expired.result is SubmitResult.Rejected and expired.desc.startswith(REASON_TICKET_EXPIRED)
     status = manager.poll_pre_commit_state(sector.id)
     assert status.state is OnChainState.Failed and "ticket expired" in status.desc
 
@@ -349,7 +372,7 @@ def test_proofs_need_a_seed_and_expire_with_it(manager, clock):
     wait_for_seed(manager, clock, sector.id)
     clock.advance(6)
     response = manager.submit_proof(sector.id, b"\0" * 192, reset=False)
-    assert response.result is SubmitResult.Rejected and "seed expired" in response.desc
+    assert response.result is SubmitResult.Rejected and response.desc.startswith(REASON_SEED_EXPIRED)
     assert manager.poll_proof_state(sector.id).state is OnChainState.Failed
 
 
@@ -571,14 +594,16 @@ def snapped(sealed) -> SnapRun:
     replica, replica_cache = persisted_files(Path(store.path), sector_id, is_upgrade=True)
     replica.parent.mkdir(parents=True, exist_ok=True)
     replica_cache.mkdir(parents=True)
-    replica.write_bytes(b"")
+    replica.write_bytes(b"\0" * SECTOR_SIZE)  # encoding needs it as big as the sector key
     staged = sealed.root / "snap-staged"
     staged.write_bytes(b"")
-    pieces = []
+    added: list[proofs.PieceInfo] = []
     for deal in candidate.deals:
-        pieces.append(proofs.add_piece(PROOF, deal.piece_path, staged, pieces))
+        added.append(proofs.add_piece(PROOF, deal.piece_path, staged, added, piece_size=deal.piece.size))
+    assert added == [d.piece for d in candidate.deals]
     with open(staged, "r+b") as f:
         f.truncate(SECTOR_SIZE)
+    pieces = sector_pieces(PROOF, candidate.deals)  # the deals, then zeros to fill the sector
     encoded = proofs.snap_encode(update, replica, replica_cache, sealed_file, cache, staged, pieces)
     vanilla = proofs.snap_partition_proofs(update, candidate.comm_r_old, encoded, sealed_file, cache,
                                            replica, replica_cache)
@@ -592,9 +617,13 @@ def snapped(sealed) -> SnapRun:
     responses = {
         "wrong_comm_d": submit(CC_COMM_D, snark),
         "flipped": submit(encoded.comm_d_new, bytes(flipped)),
-        "proof": submit(encoded.comm_d_new, snark),
-        "again": submit(encoded.comm_d_new, snark),
     }
+    p_aux = replica_cache / "p_aux"
+    p_aux.rename(replica_cache / "p_aux.away")
+    responses["files_missed"] = submit(encoded.comm_d_new, snark)
+    (replica_cache / "p_aux.away").rename(p_aux)
+    responses["proof"] = submit(encoded.comm_d_new, snark)
+    responses["again"] = submit(encoded.comm_d_new, snark)
     persisted = m.submit_persisted(sector_id, store.name, is_upgrade=True)
     m.report_finalized(sector_id)
     return SnapRun(without_deals, candidate, while_upgrading, responses, persisted)
@@ -613,6 +642,7 @@ def test_real_snap_proof_is_accepted(sealed, snapped):
     r = snapped.responses
     assert r["wrong_comm_d"].result is SubmitResult.Rejected and "comm_d_new" in r["wrong_comm_d"].desc
     assert r["flipped"].result is SubmitResult.Rejected
+    assert r["files_missed"].result is SubmitResult.FilesMissed and "p_aux" in r["files_missed"].desc
     assert r["proof"].result is SubmitResult.Accepted, r["proof"].desc
     assert r["again"].result is SubmitResult.DuplicateSubmit
     assert snapped.persisted is True

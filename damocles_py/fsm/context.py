@@ -18,6 +18,7 @@ from damocles_py.fsm.states import State
 from damocles_py.manager.interface import SectorManager, WorkerRef
 from damocles_py.proofs import InvalidInput, ParametersMissing, ProofsError, SectorSize
 from damocles_py.store.layout import PersistLayout, SectorFiles, sector_files
+from damocles_py.thread.logs import bound_to
 
 
 class Interrupted(Exception):
@@ -117,7 +118,7 @@ class StageObserver(Protocol):
 
     def stage_started(self, stage: str) -> None: ...
 
-    def stage_finished(self, stage: str, seconds: float, ok: bool) -> None: ...
+    def stage_finished(self, stage: str, sector_size: str, seconds: float, ok: bool) -> None: ...
 
 
 @dataclass
@@ -160,7 +161,8 @@ class StageContext:
             start = time.monotonic()
             ok = False
             try:
-                yield
+                with bound_to(self.log):  # the library's log lines land in this sector's log
+                    yield
                 ok = True
             except SealingFailure:
                 raise
@@ -174,5 +176,5 @@ class StageContext:
                 raise SealingFailure(cause, str(e)) from e
             finally:
                 seconds = time.monotonic() - start
-                self.observer.stage_finished(name, seconds, ok)
+                self.observer.stage_finished(name, str(self.sector.proof.sector_size), seconds, ok)
                 self.log.info("%s: %s in %.3fs", name, "done" if ok else "failed", seconds)

@@ -46,8 +46,8 @@ from damocles_py.manager.server import GRPC_MESSAGE_OPTIONS
 T = TypeVar("T")
 
 # gRPC's default reconnect backoff grows to 120s: after a manager restart, calls would keep
-# failing for up to two minutes. Capped low, the channel is back within a couple of seconds.
-RECONNECT_MAX_BACKOFF_MS = 2000
+# failing for up to two minutes. Capped at 1s, the channel is back about a second after the manager.
+RECONNECT_MAX_BACKOFF_MS = 1000
 _CHANNEL_OPTIONS = [
     *GRPC_MESSAGE_OPTIONS,
     ("grpc.initial_reconnect_backoff_ms", 200),

@@ -21,7 +21,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from damocles_py import proofs
+from damocles_py import _core, proofs
 from damocles_py.config.schema import EmbeddedManagerConfig
 from damocles_py.manager.chain import Clock, SimulatedChain
 from damocles_py.manager.db import (
@@ -39,6 +39,8 @@ from damocles_py.manager.db import (
     UpgradeState,
 )
 from damocles_py.manager.interface import (
+    REASON_SEED_EXPIRED,
+    REASON_TICKET_EXPIRED,
     AcquireDealsSpec,
     AllocatedSector,
     AllocateSpec,
@@ -105,8 +107,31 @@ def choose_deals(free: Sequence[Deal], sector_size: int, spec: AcquireDealsSpec)
     return sorted(chosen, key=lambda d: -d.piece.padded_size)
 
 
-def _pieces_of(proof: SealProof, deals: Sequence[Deal]) -> list[PieceInfo]:
-    return [d.piece for d in deals] if deals else proofs.cc_pieces(proof)
+def filler_pieces(proof: SealProof, used: int) -> list[PieceInfo]:
+    """Zero pieces that fill a sector after `used` padded bytes of deal pieces, smallest first.
+
+    Their sizes are the set bits of the space left, so each starts aligned. (This belongs in the
+    proofs layer next to `cc_pieces`; it is here until it moves there.)
+    """
+    fillers = []
+    remaining, padded = proof.sector_size - used, 128
+    while remaining:
+        if remaining & padded:
+            unpadded = padded // 128 * 127
+            fillers.append(PieceInfo(_core.zero_piece_commitment(unpadded), unpadded))
+            remaining -= padded
+        padded <<= 1
+    return fillers
+
+
+def sector_pieces(proof: SealProof, deals: Sequence[Deal]) -> list[PieceInfo]:
+    """The pieces a sector commits to: its deals, then zeros to the end (all zeros for CC).
+
+    comm_d is the root over the whole sector. `compute_comm_d` of the deals alone only covers the
+    smallest power of two that holds them, so the zero fill must be in the list (PC1 checks it).
+    """
+    pieces = [d.piece for d in deals]
+    return pieces + filler_pieces(proof, sum(p.padded_size for p in pieces))
 
 
 def _allows(spec: AllocateSpec, miner: int, proof: SealProof) -> bool:
@@ -312,11 +337,11 @@ class EmbeddedManager:
             return f"ticket at epoch {info.ticket.epoch} is not the ticket assigned to sector {record.id}"
         age = self.chain.epoch() - info.ticket.epoch
         if age > self.config.ticket_expiry_epochs:
-            return (f"ticket expired: it is {age} epochs old, more than {self.config.ticket_expiry_epochs}; "
+            return (f"{REASON_TICKET_EXPIRED}: it is {age} epochs old, more than {self.config.ticket_expiry_epochs}; "
                     "get a new ticket and seal again")
         if len(info.comm_r) != 32:
             return f"comm_r must be 32 bytes, got {len(info.comm_r)}"
-        expected = proofs.compute_comm_d(record.proof, _pieces_of(record.proof, tx.deals_of(record.id, False)))
+        expected = proofs.compute_comm_d(record.proof, sector_pieces(record.proof, tx.deals_of(record.id, False)))
         if info.comm_d != expected:
             return f"comm_d {info.comm_d.hex()} does not match the sector's pieces (expected {expected.hex()})"
         return None
@@ -357,19 +382,27 @@ class EmbeddedManager:
     def submit_persisted(self, sector: SectorId, store: str, is_upgrade: bool) -> bool:
         with self._db.transaction() as tx:
             self._require(tx, sector)
-            info = self._stores.get(store)
-            if info is None:
-                log.warning("sector %s persisted to unknown store %r", sector, store)
-                return False
-            replica, cache = persisted_files(Path(info.path), sector, is_upgrade)
-            if not (replica.is_file() and (cache / "p_aux").is_file()):
-                log.warning("sector %s: %s or %s/p_aux missing in store %s", sector, replica, cache, store)
+            missing = self._missing_files(store, sector, is_upgrade)
+            if missing is not None:
+                log.warning("sector %s: %s", sector, missing)
                 return False
             if is_upgrade:
                 tx.set_upgrade_store(sector, store)
             else:
                 tx.set_store(sector, store)
             return True
+
+    def _missing_files(self, store_name: str, sector: SectorId, is_upgrade: bool) -> str | None:
+        """What is missing of a sector's persisted files in a store, or None if they are there."""
+        store = self._stores.get(store_name)
+        if store is None:
+            return f"unknown store {store_name!r}"
+        replica, cache = persisted_files(Path(store.path), sector, is_upgrade)
+        if not replica.is_file():
+            return f"{replica} is missing in store {store_name}"
+        if not (cache / "p_aux").is_file():
+            return f"{cache / 'p_aux'} is missing in store {store_name}"
+        return None
 
     def wait_seed(self, sector: SectorId) -> SeedWait:
         with self._db.transaction() as tx:
@@ -412,7 +445,7 @@ class EmbeddedManager:
         seed = record.seed
         age = self.chain.epoch() - seed.epoch
         if age > self.config.seed_expiry_epochs:
-            return (f"seed expired: it is {age} epochs old, more than {self.config.seed_expiry_epochs}; "
+            return (f"{REASON_SEED_EXPIRED}: it is {age} epochs old, more than {self.config.seed_expiry_epochs}; "
                     "the sector must be sealed again")
         pre_commit = record.pre_commit.info
         try:
@@ -470,13 +503,17 @@ class EmbeddedManager:
             problem = self._snap_proof_problem(tx, record, info)
             if problem is not None:
                 return _rejected(problem)  # still upgrading: the thread may fix it and submit again
+            if info.store not in self._stores:
+                return _rejected(f"unknown store {info.store!r}")
+            missing = self._missing_files(info.store, sector, is_upgrade=True)
+            if missing is not None:
+                return SubmitResponse(SubmitResult.FilesMissed, missing)  # the thread persists them again
             tx.set_upgrade(sector, UpgradeRecord(UpgradeState.Upgraded, info.comm_r_new, info.comm_d_new,
                                                  info.proof, info.store))
             return _ACCEPTED
 
     def _snap_proof_problem(self, tx: Tx, record: SectorRecord, info: SnapUpProofInfo) -> str | None:
-        deals = tx.deals_of(record.id, for_upgrade=True)
-        expected = proofs.compute_comm_d(record.proof, [d.piece for d in deals])
+        expected = proofs.compute_comm_d(record.proof, sector_pieces(record.proof, tx.deals_of(record.id, True)))
         if info.comm_d_new != expected:
             return f"comm_d_new {info.comm_d_new.hex()} does not match the upgrade's deals (expected {expected.hex()})"
         comm_r_old = record.pre_commit.info.comm_r

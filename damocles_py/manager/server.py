@@ -253,8 +253,11 @@ def serve_manager(manager, address: str, service: ManagerService | None = None,
     Returns the started server and the port it listens on. `service` lets the caller keep the
     servicer (e.g. to read worker pings); by default one is made for `manager`.
     """
+    # No SO_REUSEPORT: gRPC sets it by default, and a second manager started on the same port would
+    # then bind too and silently take half the calls. Refusing the port is the clear failure.
+    options = [*GRPC_MESSAGE_OPTIONS, ("grpc.so_reuseport", 0)]
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="manager-rpc"),
-                         options=GRPC_MESSAGE_OPTIONS)
+                         options=options)
     pb_grpc.add_SectorManagerServicer_to_server(service or ManagerService(manager), server)
     try:
         port = server.add_insecure_port(address)

@@ -10,7 +10,7 @@ class WorkerObserver:
     def transition(self, index: int, plan: str, prev: str, next: str) -> None:
         pass
 
-    def stage_duration(self, stage: str, plan: str, seconds: float, ok: bool) -> None:
+    def stage_duration(self, stage: str, sector_size: str, seconds: float, ok: bool) -> None:
         pass
 
     def failure(self, cause: str, level: str) -> None:
@@ -20,4 +20,7 @@ class WorkerObserver:
         pass
 
     def sector_done(self, plan: str, outcome: str) -> None:
+        pass
+
+    def rpc(self, method: str, seconds: float, ok: bool) -> None:
         pass

@@ -410,5 +410,5 @@ class _StageObserver:
     def stage_started(self, stage: str) -> None:
         self.thread._set_status(thread_state="running", stage=stage)
 
-    def stage_finished(self, stage: str, seconds: float, ok: bool) -> None:
-        self.thread.worker.observer.stage_duration(stage, self.thread.cfg.plan.value, seconds, ok)
+    def stage_finished(self, stage: str, sector_size: str, seconds: float, ok: bool) -> None:
+        self.thread.worker.observer.stage_duration(stage, sector_size, seconds, ok)

@@ -1,0 +1,292 @@
+"""`damocles-manager`: run a standalone sector manager, and operate a running one.
+
+    damocles-manager run --state-dir DIR --listen 127.0.0.1:1789 [--store NAME=PATH ...] ...
+    damocles-manager sector list|abort|rebuild ... [--addr HOST:PORT]
+
+`run` serves an `EmbeddedManager` (SQLite state, simulated chain) over gRPC until SIGINT or
+SIGTERM; workers point `[sector_manager] addr` at it. The `sector` commands talk to it through
+`RemoteManager`. Bad arguments and refusals are one line on stderr (`UserError`), never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import signal
+import sys
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from damocles_py.cli.common import run_main
+from damocles_py.errors import UserError
+
+log = logging.getLogger("damocles.manager")
+
+DEFAULT_ADDR = "127.0.0.1:1789"
+ADDR_ENV = "DAMOCLES_MANAGER_ADDR"
+
+
+# ---------------------------------------------------------------------------------------------
+# run: argument checks (each names its flag and says how to fix it)
+
+
+def _int_arg(value: str, flag: str, minimum: int) -> int:
+    try:
+        number = int(value)
+    except ValueError:
+        raise UserError(f"{flag}: expected a whole number, got {value!r}") from None
+    if number < minimum:
+        raise UserError(f"{flag}: must be at least {minimum}, got {number}")
+    return number
+
+
+def _duration_arg(value: str, flag: str) -> float:
+    from damocles_py.config.load import ConfigError, parse_duration
+
+    try:
+        number_or_text: float | str = float(value)  # a bare number: seconds
+    except ValueError:
+        number_or_text = value
+    try:
+        return parse_duration(number_or_text, flag)
+    except ConfigError as e:
+        raise UserError(f"{flag}: {e.problem}. Fix: write it like 1s, 500ms or 2m, or a number of seconds") from None
+
+
+def _listen_arg(value: str) -> str:
+    host, sep, port = value.rpartition(":")
+    if not sep or not host or not port.isdigit() or int(port) > 65535:
+        raise UserError(f"--listen: {value!r} is not a host:port address. Fix: write it like {DEFAULT_ADDR}")
+    return value
+
+
+def _stores_arg(values: list[str]):
+    from damocles_py.manager.interface import StoreInfo
+
+    stores: dict[str, StoreInfo] = {}
+    for value in values:
+        name, sep, path = value.partition("=")
+        if not sep or not name or not path:
+            raise UserError(f"--store: {value!r} is not NAME=PATH. Fix: write it like --store store-a=/mnt/store-a")
+        if name in stores:
+            raise UserError(f"--store: the name {name!r} is given twice. Fix: give each store its own name")
+        location = Path(path).resolve()
+        if not location.is_dir():
+            raise UserError(f"--store {name}: {location} is not a directory. Fix: mount or create it "
+                            f"(mkdir -p {location})")
+        stores[name] = StoreInfo(name, str(location))
+    return list(stores.values())
+
+
+def _embedded_config(args):
+    from damocles_py.config.schema import EmbeddedManagerConfig
+    from damocles_py.proofs import InvalidInput, SectorSize
+
+    try:
+        sector_size = SectorSize.parse(args.sector_size, "--sector-size")
+    except InvalidInput as e:
+        raise UserError(str(e)) from None
+    return EmbeddedManagerConfig(
+        miner=_int_arg(args.miner, "--miner", 0),
+        sector_size=sector_size,
+        state_dir=Path(args.state_dir).resolve(),
+        pieces_dir=None if args.pieces_dir is None else Path(args.pieces_dir).resolve(),
+        block_time=_duration_arg(args.block_time, "--block-time"),
+        pre_commit_delay_epochs=_int_arg(args.pre_commit_delay_epochs, "--pre-commit-delay-epochs", 0),
+        ticket_expiry_epochs=_int_arg(args.ticket_expiry_epochs, "--ticket-expiry-epochs", 1),
+        seed_expiry_epochs=_int_arg(args.seed_expiry_epochs, "--seed-expiry-epochs", 1),
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# run
+
+
+def _wait_for_signal() -> None:
+    """Block until SIGINT or SIGTERM; the previous handlers are back afterwards."""
+    stop = threading.Event()
+    handlers = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        while not stop.wait(1.0):  # a timed wait, so the signal handler gets to run promptly
+            pass
+    finally:
+        for sig, handler in handlers.items():
+            signal.signal(sig, handler)
+
+
+def _cmd_run(args) -> int:
+    from damocles_py.manager.embedded import EmbeddedManager
+    from damocles_py.manager.server import serve_manager
+
+    # Check every argument before touching the state dir or the port.
+    listen = _listen_arg(args.listen)
+    config = _embedded_config(args)
+    stores = _stores_arg(args.store)
+    manager = EmbeddedManager(config, stores)
+    try:
+        server, port = serve_manager(manager, listen)
+        host = listen.rpartition(":")[0]
+        log.info("sector manager for miner %d (%s sectors) on %s:%d; state in %s; stores: %s", config.miner,
+                 config.sector_size, host, port, config.state_dir, ", ".join(s.name for s in stores) or "none")
+        _wait_for_signal()
+        log.info("stopping: finishing calls in flight")
+        server.stop(grace=5).wait()
+    finally:
+        manager.close()
+    return 0
+
+
+# ---------------------------------------------------------------------------------------------
+# sector commands (through RemoteManager)
+
+
+def _with_manager(args, action: Callable) -> int:
+    """Run `action(manager)` against the manager at --addr; its refusals become one-line errors."""
+    from damocles_py.manager.client import RemoteManager
+    from damocles_py.manager.interface import ManagerRequestError, ManagerUnavailable
+
+    addr = args.addr or os.environ.get(ADDR_ENV) or DEFAULT_ADDR
+    manager = RemoteManager(addr, timeout=args.timeout)
+    try:
+        return action(manager)
+    except ManagerUnavailable as e:
+        raise UserError(f"{e}. Is the manager running? (start it with: damocles-manager run --state-dir DIR "
+                        f"--listen {addr}; or pass --addr / set {ADDR_ENV})") from None
+    except ManagerRequestError as e:
+        raise UserError(str(e)) from None
+    finally:
+        manager.close()
+
+
+def _sector_id_arg(text: str):
+    from damocles_py.manager.interface import SectorId
+
+    try:
+        return SectorId.parse(text)
+    except ValueError as e:
+        raise UserError(str(e)) from None
+
+
+def _phase(record) -> str:
+    """Where a sector stands, in a few words (the most advanced thing recorded about it)."""
+    from damocles_py.manager.db import RebuildState, Submission, UpgradeState
+
+    if record.aborted:
+        return "aborted"
+    if record.rebuild is not None:
+        return "rebuilding" if record.rebuild is RebuildState.Taken else "rebuild requested"
+    if record.upgrade is not None:
+        return "upgrading" if record.upgrade.state is UpgradeState.Upgrading else "upgraded"
+    if record.finished:
+        return "finished"
+    steps = [  # latest first
+        (record.commit, lambda c: "proof accepted" if c.state is Submission.Accepted else "proof rejected"),
+        (record.seed, lambda _: "seed drawn"),
+        (record.pre_commit,
+         lambda p: "pre-committed" if p.state is Submission.Accepted else "pre-commit rejected"),
+        (record.ticket, lambda _: "ticket assigned"),
+    ]
+    return next((describe(value) for value, describe in steps if value is not None), "allocated")
+
+
+def _cmd_sector_list(args) -> int:
+    def show(manager) -> int:
+        records = manager.sectors()
+        print(f"{'sector':<14} {'proof':<22} {'phase':<20} {'holder':<24} {'store':<12} created")
+        for r in records:
+            created = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(r.created_at))
+            holder = f"{r.holder.instance}/{r.holder.thread}"
+            print(f"{str(r.id):<14} {r.proof.name:<22} {_phase(r):<20} {holder:<24} {r.store or '-':<12} {created}")
+            if r.aborted and r.abort_reason:
+                print(f"{'':<14} abort reason: {r.abort_reason}")
+        if not records:
+            print("(no sectors yet)")
+        return 0
+
+    return _with_manager(args, show)
+
+
+def _cmd_sector_abort(args) -> int:
+    sector_id = _sector_id_arg(args.sector)
+    if not args.reason.strip():
+        raise UserError("--reason: say why the sector is aborted; the worker logs it")
+
+    def abort(manager) -> int:
+        manager.abort_sector(sector_id, args.reason)
+        print(f"sector {sector_id}: aborted ({args.reason}); its worker gives it up at its next report")
+        return 0
+
+    return _with_manager(args, abort)
+
+
+def _cmd_sector_rebuild(args) -> int:
+    sector_id = _sector_id_arg(args.sector)
+
+    def rebuild(manager) -> int:
+        manager.request_rebuild(sector_id)
+        print(f"sector {sector_id}: rebuild requested; a worker thread with plan = \"rebuild\" will take it")
+        return 0
+
+    return _with_manager(args, rebuild)
+
+
+# ---------------------------------------------------------------------------------------------
+# parser
+
+
+def add_sector_command(sector_sub, name: str, help: str) -> argparse.ArgumentParser:
+    """A `sector <name>` subcommand with the options to reach a running manager.
+    (New sector commands, like `sector debug`, are added with this.)"""
+    p = sector_sub.add_parser(name, help=help)
+    p.add_argument("--addr", help=f"the manager's host:port (env {ADDR_ENV}; default {DEFAULT_ADDR})")
+    p.add_argument("--timeout", type=float, default=10.0, help="seconds to wait for the manager (default 10)")
+    return p
+
+
+def _add_run(sub) -> None:
+    run = sub.add_parser("run", help="serve a sector manager (SQLite state, simulated chain) over gRPC")
+    run.add_argument("--state-dir", required=True, help="where the manager keeps its database")
+    run.add_argument("--listen", default=DEFAULT_ADDR, help=f"host:port to serve on (default {DEFAULT_ADDR})")
+    run.add_argument("--miner", default="1000", help="the miner actor id (default 1000)")
+    run.add_argument("--sector-size", default="2KiB", help="sector size, e.g. 2KiB, 8MiB, 32GiB (default 2KiB)")
+    run.add_argument("--pieces-dir", help="each file put here becomes a deal (write it as a dot file, then rename)")
+    run.add_argument("--block-time", default="1s", help="simulated chain block time (default 1s)")
+    run.add_argument("--pre-commit-delay-epochs", default="3", help="epochs from pre-commit landing to seed")
+    run.add_argument("--ticket-expiry-epochs", default="900", help="epochs a ticket stays valid for pre-commit")
+    run.add_argument("--seed-expiry-epochs", default="900", help="epochs a seed stays valid for the proof")
+    run.add_argument("--store", action="append", default=[], metavar="NAME=PATH",
+                     help="a store workers persist sectors to (repeatable); same names as their [[attached]]")
+    run.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    run.set_defaults(func=_cmd_run)
+
+
+def _add_sector(sub) -> None:
+    sector = sub.add_parser("sector", help="inspect and steer the sectors of a running manager")
+    sector_sub = sector.add_subparsers(dest="sector_command", required=True)
+    add_sector_command(sector_sub, "list", "every sector and where it stands").set_defaults(func=_cmd_sector_list)
+    abort = add_sector_command(sector_sub, "abort", "give up a sector (or the upgrade/rebuild running on it)")
+    abort.add_argument("sector", help="<miner>-<number>, e.g. 1000-3")
+    abort.add_argument("--reason", required=True, help="why; recorded and shown to the worker")
+    abort.set_defaults(func=_cmd_sector_abort)
+    rebuild = add_sector_command(sector_sub, "rebuild", "have a rebuild thread re-create a finished sector's files")
+    rebuild.add_argument("sector", help="<miner>-<number>, e.g. 1000-3")
+    rebuild.set_defaults(func=_cmd_sector_rebuild)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="damocles-manager", description="standalone Filecoin sector manager")
+    sub = p.add_subparsers(dest="command", required=True)
+    _add_run(sub)
+    _add_sector(sub)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run_main(build_parser(), argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

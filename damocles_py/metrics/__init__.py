@@ -1,0 +1,1 @@
+"""Prometheus metrics of the worker (worker.py) and the manager (manager.py)."""
