@@ -66,8 +66,11 @@ class SealedSector:
 
 
 def seal_sector(sector_size: SectorSize, workdir: Path, piece_path: Path | None = None,
-                cc: bool = False, sector_id: int = 1) -> tuple[StageTimes, SealedSector, bytes]:
-    """Seal one sector through every stage; returns (times, sealed sector, proof bytes)."""
+                cc: bool = False, sector_id: int = 1, prove: bool = True) -> tuple[StageTimes, SealedSector, bytes]:
+    """Seal one sector through every stage; returns (times, sealed sector, proof bytes).
+
+    `prove=False` stops after PC2: the replica exists (enough to snap it) but has no proof.
+    """
     proof = SealProof.for_size(sector_size)
     workdir.mkdir(parents=True, exist_ok=True)
     staged, sealed, cache = workdir / "staged", workdir / "sealed", workdir / "cache"
@@ -92,17 +95,21 @@ def seal_sector(sector_size: SectorSize, workdir: Path, piece_path: Path | None 
 
     pc1_out = t.timed("pc1", proofs.pc1, proof, cache, staged_arg, sealed, PROVER_ID, sector_id, TICKET, pieces)
     pc2_out = t.timed("pc2", proofs.pc2, pc1_out, cache, sealed)
+    sector = SealedSector(proof, sector_id, sealed, cache, pieces, pc2_out)
+    if not prove:
+        return t, sector, b""
     c1_out = t.timed("c1", proofs.c1, proof, cache, sealed, PROVER_ID, sector_id, TICKET, SEED, pc2_out, pieces)
     snark = t.timed("c2", proofs.c2, c1_out, PROVER_ID, sector_id)
     t.verified = t.timed(
         "verify", proofs.verify_seal, proof, pc2_out.comm_r, pc2_out.comm_d, PROVER_ID, sector_id, TICKET, SEED, snark
     )
-    return t, SealedSector(proof, sector_id, sealed, cache, pieces, pc2_out), snark
+    return t, sector, snark
 
 
 def snap_sector(sector_size: SectorSize, workdir: Path) -> StageTimes:
-    """Seal a CC sector, then upgrade it with random deal data and prove the update."""
-    _, cc, _ = seal_sector(sector_size, workdir / "cc", cc=True)
+    """Seal a CC sector (through PC2: snap needs no seal proof), upgrade it with random deal data,
+    and prove the update."""
+    _, cc, _ = seal_sector(sector_size, workdir / "cc", cc=True, prove=False)
     update = cc.proof.update_proof
     snap_dir = workdir / "snap"
     snap_dir.mkdir(parents=True, exist_ok=True)

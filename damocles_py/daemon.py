@@ -56,8 +56,12 @@ def build_manager(config: Config) -> SectorManager:
 
 class WorkerDaemon:
     def __init__(self, config: Config, manager: SectorManager | None = None,
-                 observer: WorkerObserver | None = None):
+                 observer: WorkerObserver | None = None, max_sectors: int | None = None):
+        """`max_sectors`: start at most this many new sectors, then let the threads idle (drain)."""
         self.config = config
+        self.max_sectors = max_sectors
+        self._started = 0
+        self._admission = threading.Lock()
         for store in config.attached:
             if store.create:
                 store.location.mkdir(parents=True, exist_ok=True)
@@ -85,8 +89,10 @@ class WorkerDaemon:
             observer=self.observer,
             local_pieces_dirs=config.worker.local_pieces_dirs,
             static_tree_d=config.processors.static_tree_d,
+            may_start_sector=self._may_start_sector,
         )
         self.threads = [SealingThread(t, shared) for t in config.sealing_threads]
+        self._started = sum(1 for t in self.threads if t.db.current() is not None)  # resumed sectors count
         self._admin = None
         self._metrics_server = None
         self._stopping = threading.Event()
@@ -111,6 +117,13 @@ class WorkerDaemon:
         log.info("worker %s: %d sealing threads, admin API on %s", self.config.worker.name,
                  len(self.threads), self.config.worker.rpc_server.address)
 
+    def _may_start_sector(self) -> bool:
+        with self._admission:
+            if self.max_sectors is not None and self._started >= self.max_sectors:
+                return False
+            self._started += 1
+            return True
+
     def sectors_done(self) -> int:
         return sum(t.sectors_done for t in self.threads)
 
@@ -130,7 +143,11 @@ class WorkerDaemon:
             close()
 
     def run(self, stop_after_sectors: int | None = None) -> int:
-        """Run until a signal (or until `stop_after_sectors` sectors are done). Returns an exit code."""
+        """Run until a signal (or until `stop_after_sectors` sectors are done). Returns an exit code.
+
+        With `stop_after_sectors`, construct the daemon with `max_sectors` of the same value so
+        that no thread starts a sector it would then have to abandon.
+        """
         signals = {"count": 0}
 
         def on_signal(signum, _frame):

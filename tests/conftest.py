@@ -77,6 +77,7 @@ def daemon_factory():
     started: list[WorkerDaemon] = []
 
     def start(config_path: Path, **kwargs) -> WorkerDaemon:
+        """kwargs go to WorkerDaemon; pass max_sectors so no C2 is left running at teardown."""
         config: Config = load_config(config_path)
         daemon = WorkerDaemon(config, **kwargs)
         daemon.start()

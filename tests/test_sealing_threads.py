@@ -37,9 +37,8 @@ def transitions(thread, sector_id):
 def test_sealer_seals_deal_and_cc_sectors(tmp_path, daemon_factory):
     cfg = write_config(tmp_path, sealing={"enable_deals": True})
     write_random_piece(tmp_path / "pieces" / "deal-1.bin", 1500)
-    daemon = daemon_factory(cfg)
-    wait_until(finished(daemon, 2), 300, "two sealed sectors")
-    daemon.threads[0].pause()
+    daemon = daemon_factory(cfg, max_sectors=2)
+    wait_until(finished(daemon, 2), 400, "two sealed sectors")
 
     records = sorted(daemon.manager.sectors(), key=lambda r: r.id.number)[:2]
     assert [r.id.number for r in records] == [1, 2]
@@ -62,13 +61,12 @@ def test_snapup_then_rebuild_restores_identical_files(tmp_path, daemon_factory):
     cfg = write_config(tmp_path, plans=("sealer", "snapup", "rebuild"), sealing={"enable_deals": False},
                        thread_sealing={1: {"enable_deals": True}})
     write_random_piece(tmp_path / "pieces" / "upgrade.bin", 2000)
-    daemon = daemon_factory(cfg)
+    daemon = daemon_factory(cfg, max_sectors=3)  # one job per thread: a CC seal, its upgrade, its rebuild
     sealer, snapup, rebuild = daemon.threads
 
     # snapup upgrades the first sealed CC sector with the piece
     wait_until(lambda: any(r.upgrade and r.upgrade.state.value == "upgraded" for r in daemon.manager.sectors()),
                400, "a snapped-up sector")
-    sealer.pause()
     record = next(r for r in daemon.manager.sectors() if r.upgrade and r.upgrade.state.value == "upgraded")
     layout = PersistLayout(tmp_path / "persist" / "a", f"s-t0{record.id.miner}-{record.id.number}")
     originals = {p: p.read_bytes() for p in (layout.sealed, layout.update, layout.cache / "p_aux",
@@ -96,7 +94,7 @@ def _admin(daemon) -> AdminClient:
 
 def test_resume_rewinds_aborts_and_refuses_invalid_states(tmp_path, daemon_factory):
     cfg = write_config(tmp_path)
-    daemon = daemon_factory(cfg)
+    daemon = daemon_factory(cfg, max_sectors=3)
     thread = daemon.threads[0]
     admin = _admin(daemon)
 
@@ -132,6 +130,7 @@ def test_resume_rewinds_aborts_and_refuses_invalid_states(tmp_path, daemon_facto
     assert admin.resume(0, "Aborted").accepted
     wait_until(lambda: daemon.manager.sector(SectorId(1000, 2)).aborted, 60, "sector 2 aborted at the manager")
     wait_until(lambda: thread.status.sector_id == "1000-3", 60, "the thread to take sector 3")
+    admin.pause(0)  # no need to prove sector 3
     assert not (tmp_path / "store" / "t0" / "data" / "s-t01000-2").exists()
     history = transitions(thread, SectorId(1000, 2))
     assert history[-1].next == "Aborted"
@@ -140,27 +139,28 @@ def test_resume_rewinds_aborts_and_refuses_invalid_states(tmp_path, daemon_facto
 
 def test_pc2_is_idempotent_after_a_cut_off_run(tmp_path):
     """PC2 encodes the sealed file in place; re-running it (as after a crash) must give the same replica."""
+    import contextlib
+    import logging
+    from types import SimpleNamespace
+
     from damocles_py import bench, proofs
+    from damocles_py.config.schema import Plan
     from damocles_py.fsm.handlers import common
+    from damocles_py.fsm.sector import Sector
+    from damocles_py.manager.interface import Deal
+    from damocles_py.store.layout import SectorFiles
 
     proof = proofs.SealProof.StackedDrg2KiBV1_1
-    _, sector, _ = bench.seal_sector(proofs.SectorSize(2048), tmp_path / "ref")
-    reference = sector.sealed.read_bytes()
-
-    class Ctx:  # the handler only touches these
-        pass
-
-    from damocles_py.fsm.sector import Sector
-    from damocles_py.config.schema import Plan
-    from damocles_py.store.layout import SectorFiles
-    s = Sector(uid=1, plan=Plan.sealer, id=SectorId(1000, 1), proof=proof, pieces=sector.pieces,
-               deals=[object()])  # non-empty deals: a deal sector with a staged file
-    ctx = Ctx()
-    ctx.sector, ctx.files, ctx.log = s, SectorFiles(tmp_path / "ref"), __import__("logging").getLogger("t")
-    ctx.stage = lambda name, cause: __import__("contextlib").nullcontext()
-    s.pc1_out = proofs.pc1(proof, sector.cache, ctx.files.staged, sector.sealed, bench.PROVER_ID, 1, bench.TICKET,
-                           sector.pieces).data
+    _, ref, _ = bench.seal_sector(proofs.SectorSize(2048), tmp_path / "ref", prove=False)
+    reference = ref.sealed.read_bytes()
+    sector = Sector(uid=1, plan=Plan.sealer, id=SectorId(1000, 1), proof=proof, pieces=ref.pieces,
+                    deals=[Deal(1, ref.pieces[0], "unused", 2032)])
+    sector.pc1_out = proofs.pc1(proof, ref.cache, tmp_path / "ref" / "staged", ref.sealed, bench.PROVER_ID, 1,
+                                bench.TICKET, ref.pieces).data
+    # the handler needs only these parts of a StageContext
+    ctx = SimpleNamespace(sector=sector, files=SectorFiles(tmp_path / "ref"), log=logging.getLogger("test"),
+                          stage=lambda name, cause: contextlib.nullcontext())
     common.pc2(ctx)
-    assert s.comm_r == sector.pre_commit.comm_r and sector.sealed.read_bytes() == reference
-    common.pc2(ctx)  # the sealed file is already encoded now
-    assert s.comm_r == sector.pre_commit.comm_r and sector.sealed.read_bytes() == reference
+    assert sector.comm_r == ref.pre_commit.comm_r and ref.sealed.read_bytes() == reference
+    common.pc2(ctx)  # the sealed file is already encoded now, as after a crash right after PC2
+    assert sector.comm_r == ref.pre_commit.comm_r and ref.sealed.read_bytes() == reference

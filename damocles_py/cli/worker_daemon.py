@@ -20,7 +20,9 @@ def _cmd_daemon(args) -> int:
     from damocles_py.daemon import WorkerDaemon
 
     config = load_config(_config_path(args))
-    return WorkerDaemon(config).run(stop_after_sectors=args.stop_after_sectors)
+    n = args.stop_after_sectors
+    # Sectors in flight when the daemon starts (resumed after a restart) count towards n.
+    return WorkerDaemon(config, max_sectors=n).run(stop_after_sectors=n)
 
 
 def _client(args, need_token: bool):

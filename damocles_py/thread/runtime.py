@@ -15,6 +15,7 @@ import time
 import traceback
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Callable
 
 from damocles_py.config.schema import AttachedStoreConfig, SealingThreadConfig
 from damocles_py.fsm.context import Interrupted, ResumeRequest, StageContext, StageLimits, ThreadControl
@@ -63,6 +64,8 @@ class WorkerContext:
     observer: WorkerObserver
     local_pieces_dirs: tuple[Path, ...] = ()
     static_tree_d: dict[SectorSize, Path] | None = None
+    # Asked before a thread starts a new sector; False keeps it idle (a draining worker).
+    may_start_sector: Callable[[], bool] = lambda: True
 
 
 def classify(exc: BaseException) -> Failure:
@@ -134,7 +137,12 @@ class SealingThread:
     def _run(self) -> None:
         try:
             while not self.control.stop_requested:
-                sector = self.db.current() or self.db.create(self.plan.plan)
+                sector = self.db.current()
+                if sector is None:
+                    if not self.worker.may_start_sector():
+                        self._sleep(sector_cfg(self).recover_interval, "idle")
+                        continue
+                    sector = self.db.create(self.plan.plan)
                 finished = self._drive(sector)
                 if finished:
                     self.sectors_done += 1
