@@ -115,7 +115,8 @@ def snap_sector(sector_size: SectorSize, workdir: Path) -> StageTimes:
     snap_dir.mkdir(parents=True, exist_ok=True)
     staged, replica, cache = snap_dir / "staged", snap_dir / "update", snap_dir / "update-cache"
     cache.mkdir(exist_ok=True)
-    replica.write_bytes(b"")
+    with open(replica, "wb") as f:  # the library wants the new replica as big as the sector key
+        f.truncate(cc.proof.sector_size)
     staged.write_bytes(b"")
     t = StageTimes(cc.proof.sector_size)
 

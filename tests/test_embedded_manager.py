@@ -449,6 +449,10 @@ def test_rebuild_of_a_finished_sector(manager, clock, store):
     assert manager.submit_persisted(sector.id, store.name, is_upgrade=False)
     manager.report_finalized(sector.id)
     assert manager.allocate_rebuild_sector(AllocateSpec(), OTHER_WORKER) is None
+    manager.report_aborted(sector.id, "late report")  # a finished sector stays finished
+    assert not manager.sector(sector.id).aborted
+    with pytest.raises(ManagerRequestError, match="finished"):
+        manager.abort_sector(sector.id, "operator")
 
     manager.request_rebuild(sector.id)
     assert manager.allocate_rebuild_sector(AllocateSpec(allowed_miners=(1,)), OTHER_WORKER) is None
@@ -573,6 +577,7 @@ def test_real_seal_bad_proofs_are_rejected(sealed):
 @dataclass
 class SnapRun:
     candidate_without_deals: object
+    abandoned: object
     candidate: object
     candidate_while_upgrading: object
     responses: dict[str, SubmitResponse]
@@ -585,6 +590,8 @@ def snapped(sealed) -> SnapRun:
     m, store = sealed.manager, sealed.store
     without_deals = m.allocate_snapup_sector(AllocateSpec(), AcquireDealsSpec(), OTHER_WORKER)
     write_piece(sealed.root / "pieces", "deal", 1000)
+    abandoned = m.allocate_snapup_sector(AllocateSpec(), AcquireDealsSpec(), OTHER_WORKER)
+    m.report_aborted(abandoned.sector.id, "snap thread crashed")  # gives up the upgrade, not the sector
     candidate = m.allocate_snapup_sector(AllocateSpec(), AcquireDealsSpec(), OTHER_WORKER)
     while_upgrading = m.allocate_snapup_sector(AllocateSpec(), AcquireDealsSpec(), OTHER_WORKER)
 
@@ -626,7 +633,7 @@ def snapped(sealed) -> SnapRun:
     responses["again"] = submit(encoded.comm_d_new, snark)
     persisted = m.submit_persisted(sector_id, store.name, is_upgrade=True)
     m.report_finalized(sector_id)
-    return SnapRun(without_deals, candidate, while_upgrading, responses, persisted)
+    return SnapRun(without_deals, abandoned, candidate, while_upgrading, responses, persisted)
 
 
 def test_snapup_candidate_is_the_sealed_cc_sector(sealed, snapped):
@@ -636,6 +643,8 @@ def test_snapup_candidate_is_the_sealed_cc_sector(sealed, snapped):
     assert candidate.comm_r_old == sealed.pre_commit.comm_r and candidate.store == sealed.store.name
     assert [Path(d.piece_path).name for d in candidate.deals] == ["deal"]
     assert snapped.candidate_while_upgrading is None  # the only CC sector is taken
+    assert snapped.abandoned == candidate  # aborting the upgrade put the sector and its deals back
+    assert not sealed.manager.sector(sealed.sector.id).aborted
 
 
 def test_real_snap_proof_is_accepted(sealed, snapped):

@@ -21,7 +21,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from damocles_py import _core, proofs
+from damocles_py import proofs
 from damocles_py.config.schema import EmbeddedManagerConfig
 from damocles_py.manager.chain import Clock, SimulatedChain
 from damocles_py.manager.db import (
@@ -107,31 +107,13 @@ def choose_deals(free: Sequence[Deal], sector_size: int, spec: AcquireDealsSpec)
     return sorted(chosen, key=lambda d: -d.piece.padded_size)
 
 
-def filler_pieces(proof: SealProof, used: int) -> list[PieceInfo]:
-    """Zero pieces that fill a sector after `used` padded bytes of deal pieces, smallest first.
-
-    Their sizes are the set bits of the space left, so each starts aligned. (This belongs in the
-    proofs layer next to `cc_pieces`; it is here until it moves there.)
-    """
-    fillers = []
-    remaining, padded = proof.sector_size - used, 128
-    while remaining:
-        if remaining & padded:
-            unpadded = padded // 128 * 127
-            fillers.append(PieceInfo(_core.zero_piece_commitment(unpadded), unpadded))
-            remaining -= padded
-        padded <<= 1
-    return fillers
-
-
 def sector_pieces(proof: SealProof, deals: Sequence[Deal]) -> list[PieceInfo]:
     """The pieces a sector commits to: its deals, then zeros to the end (all zeros for CC).
 
     comm_d is the root over the whole sector. `compute_comm_d` of the deals alone only covers the
     smallest power of two that holds them, so the zero fill must be in the list (PC1 checks it).
     """
-    pieces = [d.piece for d in deals]
-    return pieces + filler_pieces(proof, sum(p.padded_size for p in pieces))
+    return proofs.fill_pieces(proof, [d.piece for d in deals])
 
 
 def _allows(spec: AllocateSpec, miner: int, proof: SealProof) -> bool:
@@ -235,7 +217,7 @@ class EmbeddedManager:
 
     @staticmethod
     def _require_active(tx: Tx, sector_id: SectorId) -> SectorRecord:
-        """A sector still being sealed: known, and not aborted."""
+        """A known sector that was not aborted (nothing more may be submitted for an aborted one)."""
         record = EmbeddedManager._require(tx, sector_id)
         if record.aborted:
             raise ManagerRequestError(f"sector {sector_id} was aborted: {record.abort_reason}")
@@ -243,16 +225,16 @@ class EmbeddedManager:
 
     def _register_new_pieces(self) -> None:
         """Turn each new regular file of the pieces dir into a deal (its commP computed here)."""
-        pieces_dir = self.config.pieces_dir
-        if pieces_dir is None:
+        if self.config.pieces_dir is None:
             return
+        pieces_dir = Path(self.config.pieces_dir).absolute()  # deals carry paths workers open as-is
         with self._scan_lock:
-            if not Path(pieces_dir).is_dir():
+            if not pieces_dir.is_dir():
                 self._warn_once(str(pieces_dir), "pieces dir %s does not exist; no deals until it does", pieces_dir)
                 return
             with self._db.transaction() as tx:
                 known = tx.known_piece_paths()
-            for path in sorted(Path(pieces_dir).iterdir()):
+            for path in sorted(pieces_dir.iterdir()):
                 # Dot files are skipped: the usual way to write a file and rename it in when complete.
                 if path.name.startswith(".") or not path.is_file() or str(path) in known:
                     continue
@@ -608,8 +590,8 @@ class EmbeddedManager:
         return record.upgrade is not None and record.upgrade.state is UpgradeState.Upgrading
 
     def _abort(self, tx: Tx, record: SectorRecord, reason: str) -> None:
-        """Abort what is running on a sector. A job on a finished sector (rebuild, upgrade) is
-        given up without touching the sealed sector, which stays valid."""
+        """Abort what is running on a sector. A finished sector is sealed and on chain: aborting
+        gives up its running job (rebuild, upgrade), never the sector itself."""
         sector = record.id
         if record.rebuild is RebuildState.Taken:
             log.warning("sector %s: rebuild aborted (%s); it stays requested for another try", sector, reason)
@@ -618,6 +600,9 @@ class EmbeddedManager:
             log.warning("sector %s: snap-up aborted (%s); its deals go back to the pool", sector, reason)
             tx.release_deals(sector, for_upgrade=True)
             tx.clear_upgrade(sector)
+        elif record.finished:
+            log.warning("sector %s: abort (%s) ignored: the sector is finished and nothing runs on it",
+                        sector, reason)
         elif not record.aborted:
             log.warning("sector %s aborted: %s", sector, reason)
             tx.mark_aborted(sector, reason)

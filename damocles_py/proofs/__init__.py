@@ -12,6 +12,7 @@ from damocles_py.proofs.api import (  # noqa: E402
     cc_pieces,
     clear_cache,
     compute_comm_d,
+    fill_pieces,
     pc1,
     pc2,
     piece_commitment,
@@ -39,7 +40,7 @@ from damocles_py.proofs.types import (  # noqa: E402
 )
 
 __all__ = [
-    "add_piece", "build_tree_d", "c1", "c2", "cc_pieces", "clear_cache", "compute_comm_d", "pc1",
+    "add_piece", "build_tree_d", "c1", "c2", "cc_pieces", "clear_cache", "compute_comm_d", "fill_pieces", "pc1",
     "pc2", "piece_commitment", "snap_encode", "snap_partition_proofs", "snap_prove", "snap_verify",
     "snap_verify_partition_proofs", "unseal_range", "verify_seal", "InvalidInput",
     "ParametersMissing", "ProofsError", "C1Output", "PC1Output", "PC2Output", "PieceInfo",

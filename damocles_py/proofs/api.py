@@ -144,11 +144,30 @@ def compute_comm_d(proof: SealProof | str, pieces: Sequence[PieceInfo]) -> bytes
     return _core.compute_comm_d(proof.name, _pieces(proof, pieces))
 
 
+def fill_pieces(proof: SealProof | str, pieces: Sequence[PieceInfo]) -> list[PieceInfo]:
+    """`pieces` followed by the zero pieces that fill the rest of the sector.
+
+    comm_d is the root over the whole sector, and `compute_comm_d` of a partial list only covers
+    the smallest power of two holding it, so PC1 and the chain need the fill in the list. Fillers
+    are the set bits of the space left, smallest first, so each starts aligned (pieces are
+    expected largest first, as they are then laid out without padding between them).
+    """
+    proof = SealProof.parse(proof)
+    _pieces(proof, pieces)
+    fillers = []
+    remaining, padded = proof.sector_size - sum(p.padded_size for p in pieces), 128
+    while remaining:
+        if remaining & padded:
+            unpadded = padded // 128 * 127
+            fillers.append(PieceInfo(_core.zero_piece_commitment(unpadded), unpadded))
+            remaining -= padded
+        padded <<= 1
+    return [*pieces, *fillers]
+
+
 def cc_pieces(proof: SealProof | str) -> list[PieceInfo]:
     """The piece list of a CC (committed capacity, all-zero) sector: one zero piece filling it."""
-    proof = SealProof.parse(proof)
-    size = proof.sector_size.unpadded
-    return [PieceInfo(_core.zero_piece_commitment(size), size)]
+    return fill_pieces(proof, [])
 
 
 # ---------------------------------------------------------------------------------------------
@@ -309,9 +328,7 @@ def snap_encode(
 ) -> SnapEncodeOutput:
     """Encode deal data into a sealed CC sector (`sector_key_path`) as a new replica."""
     proof = UpdateProof.parse(proof)
-    new_replica = Path(new_replica_path)
-    if not new_replica.is_file():
-        raise InvalidInput("new_replica_path", f"{new_replica} must exist as a file (create it empty first)")
+    new_replica = _sector_file("new_replica_path", new_replica_path, proof)  # pre-sized, as the library wants
     comm_r_new, comm_r_last_new, comm_d_new = _core.snap_encode(
         proof.name,
         str(new_replica),

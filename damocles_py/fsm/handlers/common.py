@@ -41,7 +41,10 @@ def _piece_file(ctx: StageContext, deal: Deal) -> Path:
 
 
 def stage_pieces(ctx: StageContext, deals: list[Deal], staged: Path) -> list[PieceInfo]:
-    """Write the deals' pieces into a fresh staged file and check each commP against its deal."""
+    """Write the deals' pieces into a fresh staged file and check each commP against its deal.
+
+    Returns the sector's piece list: the deals' pieces, then the zero pieces filling the sector.
+    """
     proof = ctx.sector.proof
     staged.parent.mkdir(parents=True, exist_ok=True)
     staged.write_bytes(b"")
@@ -61,7 +64,7 @@ def stage_pieces(ctx: StageContext, deals: list[Deal], staged: Path) -> list[Pie
             pieces.append(piece)
         with open(staged, "r+b") as f:  # the staged file is the whole sector, zero-filled after the pieces
             f.truncate(proof.sector_size)
-    return pieces
+    return proofs.fill_pieces(proof, pieces)  # the zeros after the deals are pieces too
 
 
 def add_pieces(ctx: StageContext) -> Event:

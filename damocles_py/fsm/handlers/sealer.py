@@ -48,6 +48,8 @@ def acquire_deals(ctx: StageContext) -> Event | None:
 
 def assign_ticket(ctx: StageContext) -> Event:
     # Always a fresh ticket: this is also where `resume --state TreeDBuilt` lands after expiry.
+    # A sector that got this far before was pre-committed with the old ticket: replace that.
+    ctx.sector.pc_resubmit = ctx.sector.comm_r is not None
     ctx.sector.ticket = ctx.manager.assign_ticket(ctx.sector.id)
     ctx.log.info("ticket at epoch %d", ctx.sector.ticket.epoch)
     return Event.AssignTicket
@@ -112,6 +114,7 @@ def c1(ctx: StageContext) -> Event:
 
 def c2(ctx: StageContext) -> Event:
     s = ctx.sector
+    s.proof_resubmit = s.seal_proof is not None  # a rewound sector replaces its earlier proof
     with ctx.stage("c2", FailureCause.C2Failed):
         s.seal_proof = proofs.c2(proofs.C1Output(s.proof, s.c1_out), prover_id(ctx), s.id.number)
     return Event.C2

@@ -48,7 +48,8 @@ def encode(ctx: StageContext, sector_key: Path, sector_key_cache: Path) -> proof
     for entry in files.update_cache.iterdir():
         if entry.name != TREE_D_FILE:
             shutil.rmtree(entry) if entry.is_dir() else entry.unlink()
-    files.update.write_bytes(b"")
+    with open(files.update, "wb") as f:  # the library wants the new replica as big as the sector key
+        f.truncate(s.proof.sector_size)
     with ctx.stage("snap_encode", FailureCause.SnapEncodeFailed):
         s.snap.encoded = proofs.snap_encode(s.proof.update_proof, files.update, files.update_cache, sector_key,
                                             sector_key_cache, files.snap_staged, s.snap.pieces)
