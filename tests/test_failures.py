@@ -79,8 +79,8 @@ def test_manager_outage_within_budget_is_survived_longer_one_pauses(tmp_path, da
 
 
 def test_expired_ticket_pauses_and_rewinding_to_tree_d_built_recovers(tmp_path, daemon_factory):
-    # epochs of 10ms and no ticket validity: the ticket is stale by the time PC2 is done
-    cfg = write_config(tmp_path, embedded={"block_time": "0.01s", "ticket_expiry_epochs": 0})
+    # epochs of 5ms and a ticket valid for one: it is stale by the time PC2 is done
+    cfg = write_config(tmp_path, embedded={"block_time": "0.005s", "ticket_expiry_epochs": 1, "seed_expiry_epochs": 10**7})
     daemon = daemon_factory(cfg, max_sectors=1)
     thread = daemon.threads[0]
     wait_until(lambda: thread.status.thread_state == "paused", 120, "the thread to pause")
@@ -89,7 +89,7 @@ def test_expired_ticket_pauses_and_rewinding_to_tree_d_built_recovers(tmp_path, 
     daemon.stop()
 
     # the operator gives tickets a sane validity and restarts: the thread is still paused, with its cause
-    cfg = write_config(tmp_path, embedded={"block_time": "0.01s", "ticket_expiry_epochs": 1000})
+    cfg = write_config(tmp_path, embedded={"block_time": "0.005s", "ticket_expiry_epochs": 100000, "seed_expiry_epochs": 10**7})
     daemon = daemon_factory(cfg, max_sectors=1)
     thread = daemon.threads[0]
     wait_until(lambda: thread.status.thread_state == "paused", 30, "the restored pause")

@@ -101,6 +101,7 @@ def test_resume_rewinds_aborts_and_refuses_invalid_states(tmp_path, daemon_facto
     # pause once the first sector is past PC2, then rewind it to TreeDBuilt
     wait_until(lambda: thread.status.state in ("PCSubmitted", "PCLanded", "Persisted", "PersistanceSubmitted",
                                                "SeedAssigned", "C1Done"), 120, "a sector past PC2")
+    assert admin.resume(0).accepted is False  # not paused: nothing to resume
     assert admin.pause(0).accepted
     wait_until(lambda: thread.status.thread_state == "paused", 120, "the pause")
     paused_at = thread.status.state
@@ -134,7 +135,6 @@ def test_resume_rewinds_aborts_and_refuses_invalid_states(tmp_path, daemon_facto
     assert not (tmp_path / "store" / "t0" / "data" / "s-t01000-2").exists()
     history = transitions(thread, SectorId(1000, 2))
     assert history[-1].next == "Aborted"
-    assert admin.resume(0).accepted is False  # not paused any more
 
 
 def test_pc2_is_idempotent_after_a_cut_off_run(tmp_path):
