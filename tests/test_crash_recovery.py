@@ -39,7 +39,7 @@ def thread_state(location: Path) -> str | None:
 
 def kill_when_stage_starts(proc: subprocess.Popen, sector_log: Path, stage: str, timeout: float) -> None:
     """SIGKILL the daemon as soon as the sector's log says `stage` started (polled every ms)."""
-    marker = f"{stage}: start"
+    marker = f"INFO {stage}: start"  # not "pc2: start" when waiting for c2
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if sector_log.exists() and marker in sector_log.read_text():
@@ -79,5 +79,5 @@ def test_kill_9_mid_stage_then_restart_finishes(tmp_path, stage, state_during):
     record = manager.sector(SectorId(1000, 1))
     assert record.finished and record.commit.state is Submission.Accepted  # verified by verify_seal
     log_text = sector_log.read_text()
-    assert log_text.count(f"{stage}: start") == 2  # cut off once, re-run once
+    assert log_text.count(f"INFO {stage}: start") == 2  # cut off once, re-run once
     manager.close()
