@@ -3,4 +3,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/install.sh
+# promtool and prometheus for tests/test_metrics.py (Debian's package; CI runs as root)
+command -v promtool >/dev/null || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq prometheus) \
+  || echo "warning: could not install Debian's prometheus package; the Prometheus tests will be skipped" >&2
 python3 -m pytest -q tests "$@"

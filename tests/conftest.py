@@ -31,13 +31,15 @@ def toml_value(v) -> str:
 
 
 def write_config(root: Path, plans=("sealer",), sealing=None, embedded=None, manager_addr=None,
-                 thread_sealing=None, metrics_port=None, name="test-worker") -> Path:
+                 thread_sealing=None, metrics_port=None, name="test-worker", store: Path | None = None,
+                 worker=None) -> Path:
     """A sealing.toml under `root` with fast intervals, one persist store and the given threads."""
     sealing = {"seal_interval": "0.2s", "recover_interval": "0.5s", "rpc_polling_interval": "0.2s",
                "max_retries": 3, **(sealing or {})}
     embedded = {"miner": 1000, "sector_size": "2KiB", "state_dir": "./manager", "pieces_dir": "./pieces",
                 "block_time": "0.2s", "pre_commit_delay_epochs": 1, **(embedded or {})}
-    lines = [f'[worker]\nname = "{name}"\nstate_dir = "./worker"\n',
+    worker_keys = "".join(f"{k} = {toml_value(v)}\n" for k, v in (worker or {}).items())
+    lines = [f'[worker]\nname = "{name}"\nstate_dir = "./worker"\n{worker_keys}',
              f'[worker.rpc_server]\nhost = "127.0.0.1"\nport = {free_port()}\n']
     if manager_addr:
         lines.append(f'[sector_manager]\nrpc_timeout = "2s"\n[sector_manager.rpc_client]\naddr = "{manager_addr}"\n')
@@ -49,7 +51,7 @@ def write_config(root: Path, plans=("sealer",), sealing=None, embedded=None, man
         overrides = (thread_sealing or {}).get(i)
         if overrides:
             lines.append("[sealing_thread.sealing]\n" + "".join(f"{k} = {toml_value(v)}\n" for k, v in overrides.items()))
-    lines.append('[[attached]]\nname = "persist-a"\nlocation = "./persist/a"\ncreate = true\n')
+    lines.append(f'[[attached]]\nname = "persist-a"\nlocation = "{store or "./persist/a"}"\ncreate = true\n')
     if metrics_port:
         lines.append(f'[metrics]\nenable = true\nhttp_listen = "127.0.0.1:{metrics_port}"\n')
     (root / "pieces").mkdir(exist_ok=True)

@@ -1,6 +1,7 @@
 """`damocles-manager`: run a standalone sector manager, and operate a running one.
 
-    damocles-manager run --state-dir DIR --listen 127.0.0.1:1789 [--store NAME=PATH ...] ...
+    damocles-manager run --state-dir DIR --listen 127.0.0.1:1789 [--store NAME=PATH ...]
+                         [--metrics-listen HOST:PORT] ...
     damocles-manager sector list|abort|rebuild ... [--addr HOST:PORT]
 
 `run` serves an `EmbeddedManager` (SQLite state, simulated chain) over gRPC until SIGINT or
@@ -26,6 +27,7 @@ from damocles_py.errors import UserError
 log = logging.getLogger("damocles.manager")
 
 DEFAULT_ADDR = "127.0.0.1:1789"
+METRICS_ADDR_EXAMPLE = "127.0.0.1:9001"  # metrics are off unless --metrics-listen is given
 ADDR_ENV = "DAMOCLES_MANAGER_ADDR"
 
 
@@ -56,10 +58,10 @@ def _duration_arg(value: str, flag: str) -> float:
         raise UserError(f"{flag}: {e.problem}. Fix: write it like 1s, 500ms or 2m, or a number of seconds") from None
 
 
-def _listen_arg(value: str) -> str:
+def _listen_arg(value: str, flag: str = "--listen", example: str = DEFAULT_ADDR) -> str:
     host, sep, port = value.rpartition(":")
     if not sep or not host or not port.isdigit() or int(port) > 65535:
-        raise UserError(f"--listen: {value!r} is not a host:port address. Fix: write it like {DEFAULT_ADDR}")
+        raise UserError(f"{flag}: {value!r} is not a host:port address. Fix: write it like {example}")
     return value
 
 
@@ -119,15 +121,27 @@ def _wait_for_signal() -> None:
 
 def _cmd_run(args) -> int:
     from damocles_py.manager.embedded import EmbeddedManager
-    from damocles_py.manager.server import serve_manager
+    from damocles_py.manager.server import ManagerService, serve_manager
 
     # Check every argument before touching the state dir or the port.
     listen = _listen_arg(args.listen)
+    metrics_listen = None
+    if args.metrics_listen is not None:
+        metrics_listen = _listen_arg(args.metrics_listen, "--metrics-listen", METRICS_ADDR_EXAMPLE)
     config = _embedded_config(args)
     stores = _stores_arg(args.store)
     manager = EmbeddedManager(config, stores)
+    service = ManagerService(manager)
+    metrics = metrics_server = None
     try:
-        server, port = serve_manager(manager, listen)
+        if metrics_listen:
+            from damocles_py.metrics.manager import ManagerMetrics, start_metrics_server
+
+            metrics = ManagerMetrics(manager, service)
+            metrics_server = start_metrics_server(metrics_listen, metrics)
+            log.info("metrics on http://%s/metrics", metrics_listen)
+        server, port = serve_manager(manager, listen, service=service,
+                                     interceptors=[metrics.interceptor] if metrics else None)
         host = listen.rpartition(":")[0]
         log.info("sector manager for miner %d (%s sectors) on %s:%d; state in %s; stores: %s", config.miner,
                  config.sector_size, host, port, config.state_dir, ", ".join(s.name for s in stores) or "none")
@@ -135,6 +149,8 @@ def _cmd_run(args) -> int:
         log.info("stopping: finishing calls in flight")
         server.stop(grace=5).wait()
     finally:
+        if metrics_server is not None:
+            metrics_server.shutdown()
         manager.close()
     return 0
 
@@ -259,6 +275,9 @@ def _add_run(sub) -> None:
     run.add_argument("--seed-expiry-epochs", default="900", help="epochs a seed stays valid for the proof")
     run.add_argument("--store", action="append", default=[], metavar="NAME=PATH",
                      help="a store workers persist sectors to (repeatable); same names as their [[attached]]")
+    run.add_argument("--metrics-listen", metavar="HOST:PORT",
+                     help=f"serve Prometheus metrics on http://HOST:PORT/metrics (e.g. {METRICS_ADDR_EXAMPLE}; "
+                          f"default: off)")
     run.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     run.set_defaults(func=_cmd_run)
 

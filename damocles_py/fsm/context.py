@@ -39,6 +39,7 @@ class ThreadControl:
         self.stop_requested = False
         self.paused = False
         self._resume: ResumeRequest | None = None
+        self.handler_wait_seconds = 0.0  # handlers waiting on purpose: chain epochs, polling
 
     def request_pause(self) -> bool:
         with self._cond:
@@ -150,7 +151,11 @@ class StageContext:
         return PersistLayout(self.stores[store].location, self.sector.name)
 
     def wait(self, seconds: float) -> None:
-        self.control.wait(seconds)
+        start = time.monotonic()
+        try:
+            self.control.wait(seconds)
+        finally:
+            self.control.handler_wait_seconds += time.monotonic() - start
 
     @contextmanager
     def stage(self, name: str, cause: FailureCause) -> Iterator[None]:

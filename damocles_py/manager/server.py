@@ -15,6 +15,7 @@ import functools
 import logging
 import threading
 import time
+from collections.abc import Sequence
 from concurrent import futures
 from dataclasses import dataclass
 
@@ -247,17 +248,19 @@ class ManagerService(pb_grpc.SectorManagerServicer):
 
 
 def serve_manager(manager, address: str, service: ManagerService | None = None,
-                  max_workers: int = 16) -> tuple[grpc.Server, int]:
+                  max_workers: int = 16,
+                  interceptors: Sequence[grpc.ServerInterceptor] | None = None) -> tuple[grpc.Server, int]:
     """Start serving `manager` on `address` ("host:port"; port 0 picks a free one).
 
     Returns the started server and the port it listens on. `service` lets the caller keep the
-    servicer (e.g. to read worker pings); by default one is made for `manager`.
+    servicer (e.g. to read worker pings); by default one is made for `manager`. `interceptors`
+    see every call (e.g. the metrics' one, `metrics.manager.ManagerMetrics.interceptor`).
     """
     # No SO_REUSEPORT: gRPC sets it by default, and a second manager started on the same port would
     # then bind too and silently take half the calls. Refusing the port is the clear failure.
     options = [*GRPC_MESSAGE_OPTIONS, ("grpc.so_reuseport", 0)]
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="manager-rpc"),
-                         options=options)
+                         options=options, interceptors=interceptors)
     pb_grpc.add_SectorManagerServicer_to_server(service or ManagerService(manager), server)
     try:
         port = server.add_insecure_port(address)

@@ -42,8 +42,13 @@ class PrometheusObserver(WorkerObserver):
                      registry=r)
         info.labels(worker).set(1)
         self._current: dict[int, tuple[str, str, str, str]] = {}
+        self._plans: set[str] = set()
 
     def thread_state(self, index: int, plan: str, state: str, thread_state: str) -> None:
+        if plan not in self._plans:  # export 0 from the start, so increase() counts a plan's first sector
+            self._plans.add(plan)
+            for outcome in ("finished", "aborted"):
+                self.sectors.labels(plan, outcome)
         labels = (str(index), plan, state, thread_state)
         previous = self._current.get(index)
         if previous == labels:
