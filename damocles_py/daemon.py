@@ -18,7 +18,8 @@ from pathlib import Path
 from damocles_py.config.schema import Config
 from damocles_py.errors import UserError
 from damocles_py.fsm.context import StageLimits
-from damocles_py.manager.interface import SectorManager, StoreInfo
+from damocles_py.manager.heartbeat import HeartbeatSender
+from damocles_py.manager.interface import SectorId, SectorManager, StoreInfo, ThreadSummary
 from damocles_py.thread.logs import install_rust_log_routing
 from damocles_py.thread.observer import WorkerObserver
 from damocles_py.thread.runtime import SealingThread, WorkerContext
@@ -95,6 +96,8 @@ class WorkerDaemon:
         self._started = sum(1 for t in self.threads if t.db.current() is not None)  # resumed sectors count
         self._admin = None
         self._metrics_server = None
+        self._heartbeat = HeartbeatSender(self.manager, config.worker.name, config.worker.ping_interval,
+                                          self._thread_summaries)
         self._stopping = threading.Event()
 
     def _default_observer(self) -> WorkerObserver:
@@ -114,8 +117,14 @@ class WorkerDaemon:
             self._metrics_server = start_metrics_server(self.config.metrics.http_listen, self.observer)
         for t in self.threads:
             t.start()
+        self._heartbeat.start()
         log.info("worker %s: %d sealing threads, admin API on %s", self.config.worker.name,
                  len(self.threads), self.config.worker.rpc_server.address)
+
+    def _thread_summaries(self) -> list[ThreadSummary]:
+        return [ThreadSummary(t.status.index, t.status.plan, t.status.state,
+                              SectorId.parse(t.status.sector_id) if t.status.sector_id else None,
+                              t.status.thread_state) for t in self.threads]
 
     def _may_start_sector(self) -> bool:
         with self._admission:
@@ -134,6 +143,7 @@ class WorkerDaemon:
             t.stop()
         for t in self.threads:
             t.join(timeout)
+        self._heartbeat.stop()
         if self._admin is not None:
             self._admin.stop(grace=1).wait()
         if self._metrics_server is not None:

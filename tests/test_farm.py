@@ -134,3 +134,33 @@ def test_piece_commitment_mismatch_shows_cause_level_and_logs(tmp_path, daemon_f
     assert "DealsAcquired --Abort--> Aborted" in out
     assert "add_pieces: start" in out and "add_pieces: failed" in out  # the stage's own log lines
     assert f"deal {deal.deal_id}: piece" in out
+
+
+def test_a_stopped_worker_is_marked_lost(tmp_path):
+    port = free_port()
+    store = tmp_path / "persist-a"
+    store.mkdir()
+    (tmp_path / "manager-pieces").mkdir()
+    manager = start_manager(tmp_path, port, store, "--worker-timeout", "2s")
+    (tmp_path / "w").mkdir()
+    cfg = write_config(tmp_path / "w", plans=("sealer",), manager_addr=f"127.0.0.1:{port}", store=store,
+                       name="worker-x", worker={"ping_interval": "0.3s"})
+    worker = start_worker(cfg, tmp_path / "worker.log")
+    client = RemoteManager(f"127.0.0.1:{port}")
+    try:
+        alive = lambda: [w for w in client.workers() if w.instance == "worker-x" and not w.lost and w.sectors]
+        wait_until(alive, 60, "the worker to be alive and hold a sector")
+        worker.send_signal(signal.SIGKILL)
+        worker.wait()
+        (status,) = wait_until(lambda: [w for w in client.workers() if w.instance == "worker-x" and w.lost],
+                               30, "the worker to be marked lost")
+        (held,) = status.sectors[:1]
+        debug = client.sector_debug(held)
+        assert debug.holder.instance == "worker-x" and debug.holder.lost
+        out = subprocess.run([sys.executable, "-m", "damocles_py.cli.manager", "sector", "debug", str(held),
+                              "--addr", f"127.0.0.1:{port}"], capture_output=True, text=True, check=True).stdout
+        assert "LOST" in out and "worker-x" in out
+    finally:
+        client.close()
+        worker.kill()
+        manager.kill()

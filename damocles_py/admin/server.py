@@ -120,7 +120,16 @@ class AdminService(pb_grpc.WorkerAdminServicer):
                 ))
         if not jobs:
             context.abort(grpc.StatusCode.NOT_FOUND, f"no sealing thread of this worker has worked on sector {sector_id}")
-        return pb.SectorDebugResponse(sector_id=str(sector_id), jobs=jobs)
+        return pb.SectorDebugResponse(sector_id=str(sector_id), jobs=jobs, manager_view=self._manager_view(sector_id))
+
+    def _manager_view(self, sector_id: SectorId) -> str:
+        from damocles_py.cli.manager import format_sector_debug  # the same text damocles-manager prints
+
+        try:
+            debug = self.daemon.manager.sector_debug(sector_id)
+        except Exception as e:  # the manager may be down: the worker's own view still helps
+            return f"(the sector manager could not be asked: {e})"
+        return "\n".join(format_sector_debug(debug)) if debug else "(the manager does not know this sector)"
 
 
 def serve_admin(daemon, address: str, token: str) -> grpc.Server:

@@ -1,12 +1,14 @@
 """`damocles-manager`: run a standalone sector manager, and operate a running one.
 
     damocles-manager run --state-dir DIR --listen 127.0.0.1:1789 [--store NAME=PATH ...]
-                         [--metrics-listen HOST:PORT] ...
-    damocles-manager sector list|abort|rebuild ... [--addr HOST:PORT]
+                         [--metrics-listen HOST:PORT] [--worker-timeout 60s] ...
+    damocles-manager sector list|debug|abort|rebuild ... [--addr HOST:PORT]
+    damocles-manager worker list [--addr HOST:PORT]
 
 `run` serves an `EmbeddedManager` (SQLite state, simulated chain) over gRPC until SIGINT or
-SIGTERM; workers point `[sector_manager] addr` at it. The `sector` commands talk to it through
-`RemoteManager`. Bad arguments and refusals are one line on stderr (`UserError`), never a traceback.
+SIGTERM; workers point `[sector_manager] addr` at it. The `sector` and `worker` commands talk to
+it through `RemoteManager`. Bad arguments and refusals are one line on stderr (`UserError`), never
+a traceback.
 """
 
 from __future__ import annotations
@@ -100,6 +102,7 @@ def _embedded_config(args):
         pre_commit_delay_epochs=_int_arg(args.pre_commit_delay_epochs, "--pre-commit-delay-epochs", 0),
         ticket_expiry_epochs=_int_arg(args.ticket_expiry_epochs, "--ticket-expiry-epochs", 1),
         seed_expiry_epochs=_int_arg(args.seed_expiry_epochs, "--seed-expiry-epochs", 1),
+        worker_timeout=_duration_arg(args.worker_timeout, "--worker-timeout"),
     )
 
 
@@ -225,6 +228,146 @@ def _cmd_sector_list(args) -> int:
     return _with_manager(args, show)
 
 
+def _when(timestamp: float) -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(timestamp))
+
+
+def _cmd_sector_debug(args) -> int:
+    sector_id = _sector_id_arg(args.sector)
+
+    def show(manager) -> int:
+        debug = manager.sector_debug(sector_id)
+        if debug is None:
+            raise UserError(f"unknown sector {sector_id}")
+        print("\n".join(format_sector_debug(debug)))
+        return 0
+
+    return _with_manager(args, show)
+
+
+def format_sector_debug(debug) -> list[str]:
+    """The lines of `sector debug`: the manager's record, the holder, the chain, deadlines, history."""
+    record = debug.record
+    return [
+        f"sector:        {record.id}",
+        f"proof:         {record.proof.name}",
+        f"state:         {_manager_state(record)}",
+        *_abort_cause_lines(record),
+        f"created:       {_when(record.created_at)}",
+        f"holder:        {_holder(debug)}",
+        *([f"holder thread: {_holder_thread(debug)}"] if debug.holder_thread is not None else []),
+        f"chain head:    epoch {debug.epoch}",
+        f"pre-commit:    {_on_chain(record.pre_commit, debug.epoch)}",
+        f"proof:         {_on_chain(record.commit, debug.epoch)}",
+        *_deadline_lines(debug),
+        *_history_lines(debug.history),
+        *_last_failure_lines(debug.history),
+    ]
+
+
+def _manager_state(record) -> str:
+    """allocated / sealing (its phase) / finished (+ upgrade, rebuild) / aborted: reason."""
+    from damocles_py.manager.db import RebuildState, UpgradeState
+
+    if record.aborted:
+        return f"aborted: {record.abort_reason or 'no reason given'}"
+    if not record.finished:
+        phase = _phase(record)
+        return "allocated" if phase == "allocated" else f"sealing ({phase})"
+    extra = []
+    if record.upgrade is not None:
+        extra.append("upgrading" if record.upgrade.state is UpgradeState.Upgrading else "upgraded")
+    if record.rebuild is not None:
+        extra.append("rebuilding" if record.rebuild is RebuildState.Taken else "rebuild requested")
+    return ", ".join(["finished", *extra])
+
+
+def _abort_cause_lines(record) -> list[str]:
+    """Explain an abort the manager decided itself: the pre-commit's final deadline passed."""
+    from damocles_py.fsm.failure import FailureCause
+    from damocles_py.manager.interface import REASON_FINAL_DEADLINE
+
+    if not (record.aborted and (record.abort_reason or "").startswith(REASON_FINAL_DEADLINE)):
+        return []
+    return _cause_lines(FailureCause.FinalDeadlineReached, "  ")
+
+
+def _cause_lines(cause, indent: str) -> list[str]:
+    return [f"{indent}cause:   {cause.name} ({cause.level.value})",
+            f"{indent}meaning: {cause.meaning}",
+            f"{indent}action:  {cause.action}"]
+
+
+def _plural(count: int, noun: str) -> str:
+    return f"{count} {noun}{'' if count == 1 else 's'}"
+
+
+def _holder(debug) -> str:
+    ref, status = debug.record.holder, debug.holder
+    where = f" at {ref.location}" if ref.location else ""
+    if status.last_seen is None:
+        seen = "never heard from"
+    else:
+        seen = f"last seen {_when(status.last_seen)} ({status.silent_for:.0f}s ago)"
+    return f"{ref.instance} thread {ref.thread}{where}; {'LOST: ' if status.lost else ''}{seen}"
+
+
+def _holder_thread(debug) -> str:
+    t = debug.holder_thread
+    on = f"on {t.sector}" if t.sector is not None else "with no sector"
+    other = " (another sector: this one is no longer worked on)" if t.sector not in (None, debug.record.id) else ""
+    return f"{t.thread_state}, {t.plan} plan, at {t.state} {on}{other} (as of its last ping)"
+
+
+def _on_chain(submission, epoch: int) -> str:
+    """A pre-commit or proof as the chain sees it: none / pending / landed at epoch / rejected."""
+    from damocles_py.manager.db import Submission
+
+    if submission is None:
+        return "none"
+    if submission.state is Submission.Rejected:
+        return f"rejected: {submission.reject_reason or 'no reason given'}"
+    if epoch < submission.landing_epoch:
+        return f"pending (lands at epoch {submission.landing_epoch})"
+    return f"landed at epoch {submission.landing_epoch}"
+
+
+def _deadline_lines(debug) -> list[str]:
+    if not debug.deadlines:
+        return ["deadlines:     none"]
+    lines = ["deadlines:"]
+    for d in debug.deadlines:
+        status = "PASSED" if d.passed else f"{_plural(d.epoch - debug.epoch, 'epoch')} left"
+        lines.append(f"  {d.kind.value}: {status}: {d.describe()}")
+        if d.passed:
+            lines += _cause_lines(d.kind.cause, "    ")
+    return lines
+
+
+def _history_lines(history) -> list[str]:
+    if not history:
+        return ["history:       no state reports yet"]
+    lines = [f"history:       {_plural(len(history), 'state report')}, oldest first"]
+    for h in history:
+        failure = f"  [{h.failure_level} {h.failure_cause}: {h.failure_desc}]" if h.failure_cause else ""
+        lines.append(f"  {_when(h.time)}  {h.worker.instance}/{h.worker.thread}  "
+                     f"{h.prev} --{h.event}--> {h.next}{failure}")
+    return lines
+
+
+def _last_failure_lines(history) -> list[str]:
+    from damocles_py.fsm.failure import FailureCause
+
+    last = next((h for h in reversed(history) if h.failure_cause), None)
+    if last is None:
+        return ["last failure:  none"]
+    lines = [f"last failure:  {last.failure_cause} ({last.failure_level}) at {_when(last.time)}: {last.failure_desc}"]
+    cause = FailureCause.__members__.get(last.failure_cause)
+    if cause is None:
+        return [*lines, "  (not a known failure cause)"]
+    return [*lines, f"  meaning: {cause.meaning}", f"  action:  {cause.action}"]
+
+
 def _cmd_sector_abort(args) -> int:
     sector_id = _sector_id_arg(args.sector)
     if not args.reason.strip():
@@ -247,6 +390,34 @@ def _cmd_sector_rebuild(args) -> int:
         return 0
 
     return _with_manager(args, rebuild)
+
+
+# ---------------------------------------------------------------------------------------------
+# worker commands
+
+
+def _cmd_worker_list(args) -> int:
+    def show(manager) -> int:
+        workers = manager.workers()
+        print(f"{'instance':<20} {'status':<6} {'last seen':<19} {'silent':>8}  sectors")
+        for w in workers:
+            print(format_worker_line(w))
+            for t in w.threads:
+                sector = "-" if t.sector is None else str(t.sector)
+                print(f"  thread {t.index}: {t.plan} plan, {t.thread_state}, at {t.state}, sector {sector}")
+        if not workers:
+            print("(no workers heard from yet)")
+        return 0
+
+    return _with_manager(args, show)
+
+
+def format_worker_line(w) -> str:
+    status = "LOST" if w.lost else "alive"
+    seen = "never" if w.last_seen is None else _when(w.last_seen)
+    silent = "-" if w.silent_for is None else f"{w.silent_for:.0f}s"
+    sectors = ", ".join(str(s) for s in w.sectors) or "-"
+    return f"{w.instance:<20} {status:<6} {seen:<19} {silent:>8}  {sectors}"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -273,6 +444,8 @@ def _add_run(sub) -> None:
     run.add_argument("--pre-commit-delay-epochs", default="3", help="epochs from pre-commit landing to seed")
     run.add_argument("--ticket-expiry-epochs", default="900", help="epochs a ticket stays valid for pre-commit")
     run.add_argument("--seed-expiry-epochs", default="900", help="epochs a seed stays valid for the proof")
+    run.add_argument("--worker-timeout", default="60s",
+                     help="a worker silent (no ping, no call) this long is lost (default 60s)")
     run.add_argument("--store", action="append", default=[], metavar="NAME=PATH",
                      help="a store workers persist sectors to (repeatable); same names as their [[attached]]")
     run.add_argument("--metrics-listen", metavar="HOST:PORT",
@@ -286,6 +459,10 @@ def _add_sector(sub) -> None:
     sector = sub.add_parser("sector", help="inspect and steer the sectors of a running manager")
     sector_sub = sector.add_subparsers(dest="sector_command", required=True)
     add_sector_command(sector_sub, "list", "every sector and where it stands").set_defaults(func=_cmd_sector_list)
+    debug = add_sector_command(sector_sub, "debug", "all the manager knows of a sector: holder, chain, "
+                               "deadlines, history, last failure")
+    debug.add_argument("sector", help="<miner>-<number>, e.g. 1000-3")
+    debug.set_defaults(func=_cmd_sector_debug)
     abort = add_sector_command(sector_sub, "abort", "give up a sector (or the upgrade/rebuild running on it)")
     abort.add_argument("sector", help="<miner>-<number>, e.g. 1000-3")
     abort.add_argument("--reason", required=True, help="why; recorded and shown to the worker")
@@ -295,11 +472,19 @@ def _add_sector(sub) -> None:
     rebuild.set_defaults(func=_cmd_sector_rebuild)
 
 
+def _add_worker(sub) -> None:
+    worker = sub.add_parser("worker", help="the worker instances a running manager hears from")
+    worker_sub = worker.add_subparsers(dest="worker_command", required=True)
+    add_sector_command(worker_sub, "list", "every worker instance, when it was last seen, and whether it is lost"
+                       ).set_defaults(func=_cmd_worker_list)
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="damocles-manager", description="standalone Filecoin sector manager")
     sub = p.add_subparsers(dest="command", required=True)
     _add_run(sub)
     _add_sector(sub)
+    _add_worker(sub)
     return p
 
 

@@ -118,6 +118,9 @@ def _cmd_sector_debug(args) -> int:
             print("  log:")
             for line in job.log.splitlines():
                 print(f"    {line}")
+    print("on the sector manager:")
+    for line in resp.manager_view.splitlines():
+        print(f"  {line}")
     return 0
 
 

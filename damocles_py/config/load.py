@@ -438,6 +438,7 @@ class _Loader:
             "pre_commit_delay_epochs": _int(0, example=3),
             "ticket_expiry_epochs": _int(1, example=900),
             "seed_expiry_epochs": _int(1, example=900),
+            "worker_timeout": parse_duration,
         })
         values.setdefault("state_dir", self.resolve(EmbeddedManagerConfig.state_dir))
         return EmbeddedManagerConfig(**values)

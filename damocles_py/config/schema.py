@@ -52,6 +52,7 @@ class EmbeddedManagerConfig:
     pre_commit_delay_epochs: int = 3  # epochs between pre-commit landing and the seed
     ticket_expiry_epochs: int = 900  # a pre-commit must land within this many epochs of its ticket
     seed_expiry_epochs: int = 900  # a proof must be submitted within this many epochs of its seed
+    worker_timeout: float = 60.0  # seconds without a ping or call before a worker is lost
 
     @property
     def seal_proof(self) -> SealProof:

@@ -19,7 +19,7 @@ import grpc
 from damocles_py.manager import convert
 from damocles_py.manager import manager_pb2 as pb
 from damocles_py.manager import manager_pb2_grpc as pb_grpc
-from damocles_py.manager.convert import MalformedMessage, WorkerPing
+from damocles_py.manager.convert import MalformedMessage
 from damocles_py.manager.db import HistoryRow, SectorRecord
 from damocles_py.manager.interface import (
     AcquireDealsSpec,
@@ -31,6 +31,7 @@ from damocles_py.manager.interface import (
     OnChainStatus,
     PreCommitInfo,
     RebuildJob,
+    SectorDebug,
     SectorId,
     SectorStateResp,
     SeedWait,
@@ -39,7 +40,9 @@ from damocles_py.manager.interface import (
     StateReport,
     SubmitResponse,
     Ticket,
+    WorkerPing,
     WorkerRef,
+    WorkerStatus,
 )
 from damocles_py.manager.server import GRPC_MESSAGE_OPTIONS
 
@@ -221,5 +224,20 @@ class RemoteManager:
         return self._call("ListSectors", pb.ListSectorsRequest(), lambda r: [
             convert.sector_record_from_pb(s, f"sectors[{i}]") for i, s in enumerate(r.sectors)])
 
+    def sector_debug(self, sector_id: SectorId) -> SectorDebug | None:
+        """A sector's record, history, chain deadlines and holder liveness; None if unknown."""
+        request = pb.DebugSectorRequest(sector=convert.sector_id_to_pb(sector_id))
+        try:
+            return self._call("DebugSector", request, convert.sector_debug_from_pb)
+        except SectorNotFound:
+            return None
+
+    # -----------------------------------------------------------------------------------------
+    # worker liveness
+
     def worker_ping(self, ping: WorkerPing) -> None:
         self._call("WorkerPing", convert.worker_ping_to_pb(ping))
+
+    def workers(self) -> list[WorkerStatus]:
+        return self._call("ListWorkers", pb.ListWorkersRequest(), lambda r: [
+            convert.worker_status_from_pb(w, f"workers[{i}]") for i, w in enumerate(r.workers)])

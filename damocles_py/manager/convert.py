@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Iterable
-from dataclasses import dataclass
 
 from google.protobuf.message import Message
 
@@ -30,11 +29,14 @@ from damocles_py.manager.interface import (
     AcquireDealsSpec,
     AllocatedSector,
     AllocateSpec,
+    Deadline,
+    DeadlineKind,
     Deal,
     OnChainState,
     OnChainStatus,
     PreCommitInfo,
     RebuildJob,
+    SectorDebug,
     SectorId,
     SectorStateResp,
     Seed,
@@ -44,8 +46,11 @@ from damocles_py.manager.interface import (
     StateReport,
     SubmitResponse,
     SubmitResult,
+    ThreadSummary,
     Ticket,
+    WorkerPing,
     WorkerRef,
+    WorkerStatus,
 )
 from damocles_py.proofs import InvalidInput, PieceInfo, SealProof
 
@@ -143,6 +148,10 @@ _REBUILD_STATE_TO, _REBUILD_STATE_FROM = _table({
 _UPGRADE_STATE_TO, _UPGRADE_STATE_FROM = _table({
     UpgradeState.Upgrading: pb.UPGRADE_STATE_UPGRADING,
     UpgradeState.Upgraded: pb.UPGRADE_STATE_UPGRADED,
+})
+_DEADLINE_KIND_TO, _DEADLINE_KIND_FROM = _table({
+    DeadlineKind.TicketExpiry: pb.DEADLINE_KIND_TICKET_EXPIRY,
+    DeadlineKind.PreCommitExpiry: pb.DEADLINE_KIND_PRE_COMMIT_EXPIRY,
 })
 
 
@@ -496,22 +505,7 @@ def history_row_from_pb(msg: pb.HistoryRow, field: str = "history") -> HistoryRo
 
 
 # ---------------------------------------------------------------------------------------------
-# worker heartbeats (not part of interface.py yet: their dataclasses live here)
-
-
-@dataclass(frozen=True)
-class ThreadSummary:
-    index: int
-    plan: str
-    state: str
-    sector: SectorId | None
-    thread_state: str  # idle | running | waiting | paused | stopped
-
-
-@dataclass(frozen=True)
-class WorkerPing:
-    instance: str
-    threads: tuple[ThreadSummary, ...] = ()
+# worker heartbeats and liveness (ThreadSummary and WorkerPing are also importable from here)
 
 
 def thread_summary_to_pb(value: ThreadSummary) -> pb.ThreadSummary:
@@ -532,5 +526,65 @@ def worker_ping_to_pb(value: WorkerPing) -> pb.WorkerPingRequest:
 def worker_ping_from_pb(msg: pb.WorkerPingRequest, field: str = "") -> WorkerPing:
     if not msg.instance:
         raise MalformedMessage(_path(field, "instance"), "missing: name the worker instance")
-    threads = tuple(thread_summary_from_pb(t, f"{_path(field, 'threads')}[{i}]") for i, t in enumerate(msg.threads))
-    return WorkerPing(msg.instance, threads)
+    return WorkerPing(msg.instance, _thread_summaries_from_pb(msg.threads, _path(field, "threads")))
+
+
+def _thread_summaries_from_pb(msgs: Iterable[pb.ThreadSummary], field: str) -> tuple[ThreadSummary, ...]:
+    return tuple(thread_summary_from_pb(t, f"{field}[{i}]") for i, t in enumerate(msgs))
+
+
+def worker_status_to_pb(value: WorkerStatus) -> pb.WorkerStatus:
+    return pb.WorkerStatus(
+        instance=value.instance, last_seen=value.last_seen, lost=value.lost,
+        sectors=[sector_id_to_pb(s) for s in value.sectors], silent_for=value.silent_for,
+        last_ping=value.last_ping, threads=[thread_summary_to_pb(t) for t in value.threads],
+    )
+
+
+def worker_status_from_pb(msg: pb.WorkerStatus, field: str = "worker") -> WorkerStatus:
+    return WorkerStatus(
+        instance=msg.instance,
+        last_seen=_optional_scalar(msg, "last_seen"),
+        lost=msg.lost,
+        sectors=tuple(sector_id_from_pb(s, f"{_path(field, 'sectors')}[{i}]") for i, s in enumerate(msg.sectors)),
+        silent_for=_optional_scalar(msg, "silent_for"),
+        last_ping=_optional_scalar(msg, "last_ping"),
+        threads=_thread_summaries_from_pb(msg.threads, _path(field, "threads")),
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# the sector debug view
+
+
+def deadline_to_pb(value: Deadline) -> pb.Deadline:
+    return pb.Deadline(kind=_DEADLINE_KIND_TO[value.kind], start_epoch=value.start_epoch, window=value.window,
+                       passed=value.passed)
+
+
+def deadline_from_pb(msg: pb.Deadline, field: str = "deadline") -> Deadline:
+    kind = _enum_from(_DEADLINE_KIND_FROM, msg.kind, _path(field, "kind"), "DeadlineKind")
+    return Deadline(kind, msg.start_epoch, msg.window, msg.passed)
+
+
+def sector_debug_to_pb(value: SectorDebug) -> pb.SectorDebug:
+    thread = None if value.holder_thread is None else thread_summary_to_pb(value.holder_thread)
+    return pb.SectorDebug(
+        sector=sector_record_to_pb(value.record), history=[history_row_to_pb(h) for h in value.history],
+        epoch=value.epoch, deadlines=[deadline_to_pb(d) for d in value.deadlines],
+        holder=worker_status_to_pb(value.holder), holder_thread=thread,
+    )
+
+
+def sector_debug_from_pb(msg: pb.SectorDebug, field: str = "") -> SectorDebug:
+    thread = msg.holder_thread
+    return SectorDebug(
+        record=sector_record_from_pb(required(msg, "sector", field), _path(field, "sector")),
+        history=tuple(history_row_from_pb(h, f"{_path(field, 'history')}[{i}]") for i, h in enumerate(msg.history)),
+        epoch=msg.epoch,
+        deadlines=tuple(deadline_from_pb(d, f"{_path(field, 'deadlines')}[{i}]")
+                        for i, d in enumerate(msg.deadlines)),
+        holder=worker_status_from_pb(required(msg, "holder", field), _path(field, "holder")),
+        holder_thread=thread_summary_from_pb(thread, _path(field, "holder_thread"))
+        if msg.HasField("holder_thread") else None,
+    )

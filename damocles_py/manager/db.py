@@ -1,4 +1,5 @@
-"""The embedded manager's SQLite store: sectors, deals, store reservations and status history.
+"""The embedded manager's SQLite store: sectors, deals, store reservations, status history and
+worker liveness.
 
 One file, `<state_dir>/manager.sqlite3`, in WAL mode with full sync, so a committed change
 survives a crash. Every change the manager makes goes through `ManagerDB.transaction()`: one
@@ -24,7 +25,9 @@ from damocles_py.manager.interface import (
     SectorId,
     Seed,
     StateReport,
+    ThreadSummary,
     Ticket,
+    WorkerPing,
     WorkerRef,
 )
 from damocles_py.proofs import PieceInfo, SealProof
@@ -118,6 +121,26 @@ CREATE TABLE IF NOT EXISTS history (
     failure_desc    TEXT
 );
 CREATE INDEX IF NOT EXISTS history_by_sector ON history (miner, number);
+
+-- When each worker instance was last heard from, so a restarted manager still knows who was
+-- alive and when. A ping or any call carrying the worker's WorkerRef counts.
+CREATE TABLE IF NOT EXISTS workers (
+    instance  TEXT PRIMARY KEY,
+    last_seen REAL NOT NULL,
+    last_ping REAL              -- NULL: it called, but never pinged
+);
+
+-- The threads a worker described in its last ping (each ping replaces its rows).
+CREATE TABLE IF NOT EXISTS worker_threads (
+    instance      TEXT    NOT NULL,
+    idx           INTEGER NOT NULL,
+    plan          TEXT    NOT NULL,
+    state         TEXT    NOT NULL,
+    sector_miner  INTEGER,           -- NULL: no sector
+    sector_number INTEGER,
+    thread_state  TEXT    NOT NULL,
+    PRIMARY KEY (instance, idx)
+);
 """
 
 
@@ -212,6 +235,14 @@ class HistoryRow:
     failure_desc: str | None
 
 
+@dataclass(frozen=True)
+class WorkerRecord:
+    instance: str
+    last_seen: float
+    last_ping: float | None
+    threads: tuple[ThreadSummary, ...]  # from its last ping
+
+
 # ---------------------------------------------------------------------------------------------
 # row conversions
 
@@ -298,7 +329,15 @@ def _history_from_row(row: sqlite3.Row) -> HistoryRow:
     )
 
 
+def _thread_from_row(row: sqlite3.Row) -> ThreadSummary:
+    sector = None if row["sector_miner"] is None else SectorId(row["sector_miner"], row["sector_number"])
+    return ThreadSummary(row["idx"], row["plan"], row["state"], sector, row["thread_state"])
+
+
 _KEY = "miner = ? AND number = ?"
+
+# A sector someone is working on: being sealed, or a finished one being upgraded or rebuilt.
+_IN_PROGRESS = "aborted = 0 AND (finished = 0 OR rebuild = 'taken' OR upgrade = 'upgrading')"
 
 
 def _key(sector: SectorId) -> tuple[int, int]:
@@ -538,6 +577,54 @@ class Tx:
     def history(self, sector: SectorId) -> list[HistoryRow]:
         rows = self._all(f"SELECT * FROM history WHERE {_KEY} ORDER BY id", _key(sector))
         return [_history_from_row(r) for r in rows]
+
+    # -- worker liveness
+
+    def touch_worker(self, instance: str, time: float) -> None:
+        """`instance` was heard from at `time`."""
+        self._conn.execute(
+            "INSERT INTO workers (instance, last_seen) VALUES (?, ?)"
+            " ON CONFLICT (instance) DO UPDATE SET last_seen = excluded.last_seen",
+            (instance, time),
+        )
+
+    def record_ping(self, ping: WorkerPing, time: float) -> None:
+        self.touch_worker(ping.instance, time)
+        self._conn.execute("UPDATE workers SET last_ping = ? WHERE instance = ?", (time, ping.instance))
+        self._conn.execute("DELETE FROM worker_threads WHERE instance = ?", (ping.instance,))
+        for t in ping.threads:
+            sector = (None, None) if t.sector is None else _key(t.sector)
+            # OR REPLACE: a ping naming a thread index twice keeps the last, rather than failing
+            self._conn.execute(
+                "INSERT OR REPLACE INTO worker_threads (instance, idx, plan, state, sector_miner, sector_number,"
+                " thread_state) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (ping.instance, t.index, t.plan, t.state, *sector, t.thread_state),
+            )
+
+    def workers(self) -> list[WorkerRecord]:
+        threads: dict[str, list[ThreadSummary]] = {}
+        for row in self._all("SELECT * FROM worker_threads ORDER BY instance, idx"):
+            threads.setdefault(row["instance"], []).append(_thread_from_row(row))
+        rows = self._all("SELECT * FROM workers ORDER BY instance")
+        return [WorkerRecord(r["instance"], r["last_seen"], r["last_ping"], tuple(threads.get(r["instance"], ())))
+                for r in rows]
+
+    def worker(self, instance: str) -> WorkerRecord | None:
+        row = self._one("SELECT * FROM workers WHERE instance = ?", (instance,))
+        if row is None:
+            return None
+        threads = self._all("SELECT * FROM worker_threads WHERE instance = ? ORDER BY idx", (instance,))
+        return WorkerRecord(row["instance"], row["last_seen"], row["last_ping"],
+                            tuple(_thread_from_row(t) for t in threads))
+
+    def sectors_in_progress_by_holder(self) -> dict[str, list[SectorId]]:
+        """The sectors being worked on, by the worker instance holding them."""
+        rows = self._all(f"SELECT miner, number, holder_instance FROM sectors WHERE {_IN_PROGRESS}"
+                         " ORDER BY miner, number")
+        held: dict[str, list[SectorId]] = {}
+        for r in rows:
+            held.setdefault(r["holder_instance"], []).append(SectorId(r["miner"], r["number"]))
+        return held
 
 
 class ManagerDB:

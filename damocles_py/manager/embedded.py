@@ -4,6 +4,8 @@ It plays the parts of damocles-manager and of the chain for a single miner: it h
 numbers, turns piece files into deals, draws tickets and seeds from `SimulatedChain`, checks
 pre-commits and verifies proofs with the real proofs library (what the chain would do), and
 tracks where sectors are persisted, which CC sectors can be snapped up, and which are rebuilt.
+For a farm operator it also keeps worker liveness (pings, and calls carrying a WorkerRef; a worker
+silent for `worker_timeout` is lost) and each sector's chain deadlines (`sector_debug`).
 
 Every method runs its reads and writes in one SQLite transaction (see `db.ManagerDB`), so
 concurrent sealing threads never see half a change and a crash never leaves one. Proof
@@ -37,13 +39,17 @@ from damocles_py.manager.db import (
     Tx,
     UpgradeRecord,
     UpgradeState,
+    WorkerRecord,
 )
 from damocles_py.manager.interface import (
+    REASON_FINAL_DEADLINE,
     REASON_SEED_EXPIRED,
     REASON_TICKET_EXPIRED,
     AcquireDealsSpec,
     AllocatedSector,
     AllocateSpec,
+    Deadline,
+    DeadlineKind,
     Deal,
     ManagerRequestError,
     ManagerUnavailable,
@@ -51,6 +57,7 @@ from damocles_py.manager.interface import (
     OnChainStatus,
     PreCommitInfo,
     RebuildJob,
+    SectorDebug,
     SectorId,
     SectorStateResp,
     Seed,
@@ -62,7 +69,9 @@ from damocles_py.manager.interface import (
     SubmitResponse,
     SubmitResult,
     Ticket,
+    WorkerPing,
     WorkerRef,
+    WorkerStatus,
 )
 from damocles_py.proofs import PieceInfo, SealProof
 
@@ -114,6 +123,47 @@ def sector_pieces(proof: SealProof, deals: Sequence[Deal]) -> list[PieceInfo]:
     smallest power of two that holds them, so the zero fill must be in the list (PC1 checks it).
     """
     return proofs.fill_pieces(proof, [d.piece for d in deals])
+
+
+def sector_deadlines(record: SectorRecord, config: EmbeddedManagerConfig, epoch: int) -> tuple[Deadline, ...]:
+    """The chain deadlines a sector in progress still has to meet (none once finished or aborted)."""
+    if record.finished or record.aborted:
+        return ()
+    deadlines = (_ticket_deadline(record, config), _pre_commit_deadline(record, config))
+    return tuple(
+        Deadline(kind, start, window, passed=epoch > start + window)
+        for kind, start, window in (d for d in deadlines if d is not None)
+    )
+
+
+def _ticket_deadline(record: SectorRecord, config: EmbeddedManagerConfig) -> tuple[DeadlineKind, int, int] | None:
+    """The assigned ticket must be pre-committed in time; moot once a pre-commit is accepted."""
+    pre_commit = record.pre_commit
+    if record.ticket is None or (pre_commit is not None and pre_commit.state is Submission.Accepted):
+        return None
+    return DeadlineKind.TicketExpiry, record.ticket.epoch, config.ticket_expiry_epochs
+
+
+def _pre_commit_deadline(record: SectorRecord, config: EmbeddedManagerConfig) -> tuple[DeadlineKind, int, int] | None:
+    """An accepted pre-commit expires unless a proof is accepted within the seed's validity."""
+    pre_commit, commit = record.pre_commit, record.commit
+    if pre_commit is None or pre_commit.state is not Submission.Accepted:
+        return None
+    if commit is not None and commit.state is Submission.Accepted:
+        return None
+    # The seed's epoch is fixed by the landing, whether or not the worker asked for the seed yet.
+    seed_epoch = record.seed.epoch if record.seed else pre_commit.landing_epoch + config.pre_commit_delay_epochs
+    return DeadlineKind.PreCommitExpiry, seed_epoch, config.seed_expiry_epochs
+
+
+def _report_refusal(sector: SectorId, record: SectorRecord | None, worker: WorkerRef) -> str | None:
+    """Why a state report is refused: an unknown sector, or one another worker thread holds."""
+    if record is None:
+        return f"unknown sector {sector}"
+    holder = record.holder
+    if (holder.instance, holder.thread) != (worker.instance, worker.thread):
+        return f"sector {sector} is held by worker {holder.instance} thread {holder.thread}"
+    return None
 
 
 def _allows(spec: AllocateSpec, miner: int, proof: SealProof) -> bool:
@@ -205,6 +255,38 @@ class EmbeddedManager:
         with self._db.transaction() as tx:
             return tx.reservations()
 
+    def workers(self) -> list[WorkerStatus]:
+        """Every worker instance heard from, or holding a sector in progress, and whether it is lost."""
+        now = self._clock()
+        with self._db.transaction() as tx:
+            records = {w.instance: w for w in tx.workers()}
+            held = tx.sectors_in_progress_by_holder()
+        return [self._worker_status(instance, records.get(instance), held.get(instance, []), now)
+                for instance in sorted(records.keys() | held.keys())]
+
+    def _worker_status(self, instance: str, record: WorkerRecord | None, sectors: Sequence[SectorId],
+                       now: float) -> WorkerStatus:
+        if record is None:  # holds sectors, but never heard from since liveness is recorded
+            return WorkerStatus(instance, None, True, tuple(sectors))
+        silent_for = now - record.last_seen
+        return WorkerStatus(instance, record.last_seen, silent_for > self.config.worker_timeout, tuple(sectors),
+                            silent_for, record.last_ping, record.threads)
+
+    def sector_debug(self, sector_id: SectorId) -> SectorDebug | None:
+        """A sector's record, history, chain deadlines and holder liveness; None if unknown."""
+        now = self._clock()
+        with self._db.transaction() as tx:
+            record = tx.sector(sector_id)
+            if record is None:
+                return None
+            history = tx.history(sector_id)
+            worker = tx.worker(record.holder.instance)
+            held = tx.sectors_in_progress_by_holder().get(record.holder.instance, [])
+        epoch = self.chain.epoch()
+        holder = self._worker_status(record.holder.instance, worker, held, now)
+        thread = next((t for t in holder.threads if t.index == record.holder.thread), None)
+        return SectorDebug(record, tuple(history), epoch, sector_deadlines(record, self.config, epoch), holder, thread)
+
     # -----------------------------------------------------------------------------------------
     # helpers
 
@@ -222,6 +304,14 @@ class EmbeddedManager:
         if record.aborted:
             raise ManagerRequestError(f"sector {sector_id} was aborted: {record.abort_reason}")
         return record
+
+    def import_pieces(self) -> list[Deal]:
+        """Operator action: turn new files in the pieces dir into deals now; returns the new deals.
+
+        (Deals are otherwise imported when a worker asks for some.)"""
+        before = {r.deal.deal_id for r in self.deals()}
+        self._register_new_pieces()
+        return [r.deal for r in self.deals() if r.deal.deal_id not in before]
 
     def _register_new_pieces(self) -> None:
         """Turn each new regular file of the pieces dir into a deal (its commP computed here)."""
@@ -267,11 +357,13 @@ class EmbeddedManager:
     # sealing
 
     def allocate_sector(self, spec: AllocateSpec, worker: WorkerRef) -> AllocatedSector | None:
-        if not _allows(spec, self.miner, self.seal_proof):
-            return None
+        now = self._clock()
         with self._db.transaction() as tx:
+            tx.touch_worker(worker.instance, now)  # asking for work is a sign of life
+            if not _allows(spec, self.miner, self.seal_proof):
+                return None
             sector_id = SectorId(self.miner, tx.next_sector_number(self.miner))
-            tx.insert_sector(sector_id, self.seal_proof, worker, self._clock())
+            tx.insert_sector(sector_id, self.seal_proof, worker, now)
         log.info("allocated sector %s to %s/%d", sector_id, worker.instance, worker.thread)
         return AllocatedSector(sector_id, self.seal_proof)
 
@@ -457,6 +549,7 @@ class EmbeddedManager:
                                worker: WorkerRef) -> SnapUpCandidate | None:
         self._register_new_pieces()
         with self._db.transaction() as tx:
+            tx.touch_worker(worker.instance, self._clock())
             record = tx.first_snapup_candidate(spec.allowed_miners, spec.allowed_proofs)
             if record is None:
                 return None
@@ -527,6 +620,7 @@ class EmbeddedManager:
 
     def allocate_rebuild_sector(self, spec: AllocateSpec, worker: WorkerRef) -> RebuildJob | None:
         with self._db.transaction() as tx:
+            tx.touch_worker(worker.instance, self._clock())
             record = tx.first_rebuild_request(spec.allowed_miners, spec.allowed_proofs)
             if record is None:
                 return None
@@ -556,12 +650,36 @@ class EmbeddedManager:
     # reports and operator actions
 
     def report_state(self, sector: SectorId, report: StateReport) -> SectorStateResp:
+        now = self._clock()
         with self._db.transaction() as tx:
-            record = self._require(tx, sector)
-            tx.append_history(sector, self._clock(), report)
+            tx.touch_worker(report.worker.instance, now)
+            record = tx.sector(sector)
+            refusal = _report_refusal(sector, record, report.worker)
+            if refusal is None:
+                tx.append_history(sector, now, report)
+                answer = self._answer_report(tx, record)
+        # Refused after the transaction: the sign of life is kept, the report is not.
+        if refusal is not None:
+            raise ManagerRequestError(refusal)
+        return answer
+
+    def _answer_report(self, tx: Tx, record: SectorRecord) -> SectorStateResp:
+        """Tell the worker to give the sector up if it was aborted or can no longer be saved."""
         if record.aborted:
             return SectorStateResp(finalized=True, abort_reason=record.abort_reason)
-        return SectorStateResp()
+        epoch = self.chain.epoch()
+        final = next((d for d in sector_deadlines(record, self.config, epoch) if d.kind.final and d.passed), None)
+        if final is None:
+            return SectorStateResp()  # an expired ticket is recoverable: the worker draws a new one
+        reason = f"{REASON_FINAL_DEADLINE}: {final.kind.value}: {final.describe()}; the chain is at epoch {epoch}"
+        self._abort(tx, record, reason)
+        return SectorStateResp(finalized=True, abort_reason=reason)
+
+    def worker_ping(self, ping: WorkerPing) -> None:
+        if not ping.instance:
+            raise ManagerRequestError("a ping must name its worker instance")
+        with self._db.transaction() as tx:
+            tx.record_ping(ping, self._clock())
 
     def report_finalized(self, sector: SectorId) -> None:
         with self._db.transaction() as tx:

@@ -9,9 +9,13 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
+from damocles_py.fsm.failure import FailureCause
 from damocles_py.proofs import PieceInfo, SealProof
+
+if TYPE_CHECKING:  # db.py imports this module; its records are only named in annotations here
+    from damocles_py.manager.db import HistoryRow, SectorRecord
 
 
 class ManagerUnavailable(Exception):
@@ -92,6 +96,8 @@ class SeedWait:
 # Rejection reasons the worker acts on; a manager puts them at the start of SubmitResponse.desc.
 REASON_TICKET_EXPIRED = "ticket expired"
 REASON_SEED_EXPIRED = "seed expired"
+# Starts SectorStateResp.abort_reason when the manager abandoned a sector whose pre-commit expired.
+REASON_FINAL_DEADLINE = "final deadline reached"
 
 
 class SubmitResult(enum.Enum):
@@ -201,6 +207,101 @@ class SectorStateResp:
 
     finalized: bool = False
     abort_reason: str | None = None
+
+
+# ---------------------------------------------------------------------------------------------
+# worker liveness: heartbeats and what the manager concludes from them
+
+
+@dataclass(frozen=True)
+class ThreadSummary:
+    """One sealing thread as its worker describes it in a heartbeat."""
+
+    index: int
+    plan: str
+    state: str
+    sector: SectorId | None
+    thread_state: str  # idle | running | waiting | paused | stopped
+
+
+@dataclass(frozen=True)
+class WorkerPing:
+    """A worker's heartbeat, sent every `ping_interval` (see `heartbeat.HeartbeatSender`)."""
+
+    instance: str
+    threads: tuple[ThreadSummary, ...] = ()
+
+
+@dataclass(frozen=True)
+class WorkerStatus:
+    """What the manager knows of a worker instance.
+
+    `last_seen` is the manager's time of its last ping or of its last call carrying its WorkerRef
+    (None: it holds sectors but was never heard from since liveness was recorded). A worker is
+    `lost` once it has been silent for longer than the manager's `worker_timeout`.
+    """
+
+    instance: str
+    last_seen: float | None
+    lost: bool
+    sectors: tuple[SectorId, ...]  # the sectors it holds that are still in progress
+    silent_for: float | None = None  # seconds since last_seen, on the manager's clock
+    last_ping: float | None = None  # None: it called, but never pinged
+    threads: tuple[ThreadSummary, ...] = ()  # as described in its last ping
+
+
+# ---------------------------------------------------------------------------------------------
+# sector deadlines and the debug view
+
+
+class DeadlineKind(enum.Enum):
+    """The chain's two deadlines for a sector in progress, with the cause a worker gets for each."""
+
+    # The ticket can no longer be pre-committed; a new ticket (and PC1/PC2 again) saves the sector.
+    TicketExpiry = "ticket expiry"
+    # The pre-commit expires without a proof: nothing can save the sector any more.
+    PreCommitExpiry = "pre-commit expiry"
+
+    @property
+    def cause(self) -> FailureCause:
+        return FailureCause.TicketExpired if self is DeadlineKind.TicketExpiry else FailureCause.FinalDeadlineReached
+
+    @property
+    def final(self) -> bool:
+        return self is DeadlineKind.PreCommitExpiry
+
+
+@dataclass(frozen=True)
+class Deadline:
+    """`start_epoch + window` is the last epoch at which the sector can still make it."""
+
+    kind: DeadlineKind
+    start_epoch: int  # the ticket's epoch, or the seed's
+    window: int  # ticket_expiry_epochs, or seed_expiry_epochs
+    passed: bool  # when the view was taken
+
+    @property
+    def epoch(self) -> int:
+        return self.start_epoch + self.window
+
+    def describe(self) -> str:
+        if self.kind is DeadlineKind.TicketExpiry:
+            return (f"pre-commit must land by epoch {self.epoch} "
+                    f"(ticket epoch {self.start_epoch} + ticket_expiry_epochs {self.window})")
+        return (f"proof must be submitted by epoch {self.epoch} "
+                f"(seed epoch {self.start_epoch} + seed_expiry_epochs {self.window})")
+
+
+@dataclass(frozen=True)
+class SectorDebug:
+    """Everything the manager knows about one sector, for `damocles-manager sector debug`."""
+
+    record: SectorRecord
+    history: tuple[HistoryRow, ...]  # every state report, oldest first
+    epoch: int  # the chain head when the view was taken
+    deadlines: tuple[Deadline, ...]  # of an unfinished, unaborted sector; empty otherwise
+    holder: WorkerStatus  # liveness of the worker instance holding the sector
+    holder_thread: ThreadSummary | None = None  # the holding thread, as its worker's last ping described it
 
 
 class SectorManager(Protocol):

@@ -140,6 +140,16 @@ class SectorManagerStub:
                 request_serializer=manager__pb2.WorkerPingRequest.SerializeToString,
                 response_deserializer=manager__pb2.WorkerPingResponse.FromString,
                 _registered_method=True)
+        self.ListWorkers = channel.unary_unary(
+                '/damocles.manager.v1.SectorManager/ListWorkers',
+                request_serializer=manager__pb2.ListWorkersRequest.SerializeToString,
+                response_deserializer=manager__pb2.ListWorkersResponse.FromString,
+                _registered_method=True)
+        self.DebugSector = channel.unary_unary(
+                '/damocles.manager.v1.SectorManager/DebugSector',
+                request_serializer=manager__pb2.DebugSectorRequest.SerializeToString,
+                response_deserializer=manager__pb2.SectorDebug.FromString,
+                _registered_method=True)
 
 
 class SectorManagerServicer:
@@ -274,6 +284,19 @@ class SectorManagerServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListWorkers(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DebugSector(self, request, context):
+        """NOT_FOUND for an unknown sector
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_SectorManagerServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -381,6 +404,16 @@ def add_SectorManagerServicer_to_server(servicer, server):
                     servicer.WorkerPing,
                     request_deserializer=manager__pb2.WorkerPingRequest.FromString,
                     response_serializer=manager__pb2.WorkerPingResponse.SerializeToString,
+            ),
+            'ListWorkers': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListWorkers,
+                    request_deserializer=manager__pb2.ListWorkersRequest.FromString,
+                    response_serializer=manager__pb2.ListWorkersResponse.SerializeToString,
+            ),
+            'DebugSector': grpc.unary_unary_rpc_method_handler(
+                    servicer.DebugSector,
+                    request_deserializer=manager__pb2.DebugSectorRequest.FromString,
+                    response_serializer=manager__pb2.SectorDebug.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -951,6 +984,60 @@ class SectorManager:
             '/damocles.manager.v1.SectorManager/WorkerPing',
             manager__pb2.WorkerPingRequest.SerializeToString,
             manager__pb2.WorkerPingResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListWorkers(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/damocles.manager.v1.SectorManager/ListWorkers',
+            manager__pb2.ListWorkersRequest.SerializeToString,
+            manager__pb2.ListWorkersResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DebugSector(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/damocles.manager.v1.SectorManager/DebugSector',
+            manager__pb2.DebugSectorRequest.SerializeToString,
+            manager__pb2.SectorDebug.FromString,
             options,
             channel_credentials,
             insecure,

@@ -13,8 +13,6 @@ from __future__ import annotations
 
 import functools
 import logging
-import threading
-import time
 from collections.abc import Sequence
 from concurrent import futures
 from dataclasses import dataclass
@@ -26,7 +24,7 @@ from damocles_py.manager import convert
 from damocles_py.manager import manager_pb2 as pb
 from damocles_py.manager import manager_pb2_grpc as pb_grpc
 from damocles_py.manager.convert import MalformedMessage, required
-from damocles_py.manager.interface import ManagerRequestError, ManagerUnavailable, SectorId
+from damocles_py.manager.interface import ManagerRequestError, ManagerUnavailable, SectorId, WorkerPing
 
 log = logging.getLogger(__name__)
 
@@ -40,8 +38,8 @@ GRPC_MESSAGE_OPTIONS = [
 
 @dataclass(frozen=True)
 class PingRecord:
-    ping: convert.WorkerPing
-    received_at: float  # unix seconds
+    ping: WorkerPing  # the instance and the threads of its last ping
+    received_at: float  # unix seconds, on the manager's clock
 
 
 def _sector_in(request) -> SectorId | None:
@@ -79,12 +77,10 @@ def _rpc(handler):
 
 class ManagerService(pb_grpc.SectorManagerServicer):
     """Serves `manager`: the `SectorManager` methods plus the operator ones of `EmbeddedManager`
-    (request_rebuild, abort_sector, sector, sectors, history)."""
+    (request_rebuild, abort_sector, sector, sectors, history, worker_ping, workers, sector_debug)."""
 
     def __init__(self, manager):
         self.manager = manager
-        self._pings: dict[str, PingRecord] = {}
-        self._pings_lock = threading.Lock()
 
     def _refusal_status(self, request) -> grpc.StatusCode:
         """NOT_FOUND when the request's sector is unknown, else FAILED_PRECONDITION: the request
@@ -100,9 +96,10 @@ class ManagerService(pb_grpc.SectorManagerServicer):
         return grpc.StatusCode.NOT_FOUND if unknown else grpc.StatusCode.FAILED_PRECONDITION
 
     def worker_pings(self) -> dict[str, PingRecord]:
-        """The last ping of each worker instance heard from since the server started."""
-        with self._pings_lock:
-            return dict(self._pings)
+        """The last ping of each worker instance that ever pinged (kept by the manager, so it
+        survives restarts; `manager.workers()` has the fuller picture)."""
+        return {w.instance: PingRecord(WorkerPing(w.instance, w.threads), w.last_ping)
+                for w in self.manager.workers() if w.last_ping is not None}
 
     # -----------------------------------------------------------------------------------------
     # sealing
@@ -240,11 +237,24 @@ class ManagerService(pb_grpc.SectorManagerServicer):
         return pb.ListSectorsResponse(sectors=[convert.sector_record_to_pb(s) for s in self.manager.sectors()])
 
     @_rpc
+    def DebugSector(self, request, context):
+        sector_id = convert.sector_id_from_pb(required(request, "sector"))
+        debug = self.manager.sector_debug(sector_id)
+        if debug is None:
+            raise ManagerRequestError(f"unknown sector {sector_id}")  # -> NOT_FOUND
+        return convert.sector_debug_to_pb(debug)
+
+    # -----------------------------------------------------------------------------------------
+    # worker liveness
+
+    @_rpc
     def WorkerPing(self, request, context):
-        ping = convert.worker_ping_from_pb(request)
-        with self._pings_lock:
-            self._pings[ping.instance] = PingRecord(ping, time.time())
+        self.manager.worker_ping(convert.worker_ping_from_pb(request))
         return pb.WorkerPingResponse()
+
+    @_rpc
+    def ListWorkers(self, request, context):
+        return pb.ListWorkersResponse(workers=[convert.worker_status_to_pb(w) for w in self.manager.workers()])
 
 
 def serve_manager(manager, address: str, service: ManagerService | None = None,
@@ -253,8 +263,8 @@ def serve_manager(manager, address: str, service: ManagerService | None = None,
     """Start serving `manager` on `address` ("host:port"; port 0 picks a free one).
 
     Returns the started server and the port it listens on. `service` lets the caller keep the
-    servicer (e.g. to read worker pings); by default one is made for `manager`. `interceptors`
-    see every call (e.g. the metrics' one, `metrics.manager.ManagerMetrics.interceptor`).
+    servicer; by default one is made for `manager`. `interceptors` see every call (e.g. the
+    metrics' one, `metrics.manager.ManagerMetrics.interceptor`).
     """
     # No SO_REUSEPORT: gRPC sets it by default, and a second manager started on the same port would
     # then bind too and silently take half the calls. Refusing the port is the clear failure.

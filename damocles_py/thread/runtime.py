@@ -24,6 +24,7 @@ from damocles_py.fsm.plans import PLANS, PlanSpec
 from damocles_py.fsm.sector import Sector
 from damocles_py.fsm.states import Event, State
 from damocles_py.manager.interface import (
+    REASON_FINAL_DEADLINE,
     ManagerRequestError,
     ManagerUnavailable,
     SectorManager,
@@ -241,8 +242,9 @@ class SealingThread:
             return
         if resp.finalized and not sector.state.is_final:
             reason = resp.abort_reason or "finalized by the manager"
-            self._move(sector, State.Aborted, Event.Abort,
-                       Failure(FailureCause.SectorAbortedByManager, FailureLevel.abort, reason))
+            cause = (FailureCause.FinalDeadlineReached if reason.startswith(REASON_FINAL_DEADLINE)
+                     else FailureCause.SectorAbortedByManager)
+            self._move(sector, State.Aborted, Event.Abort, Failure(cause, FailureLevel.abort, reason))
 
     def _move(self, sector: Sector, to: State, event: Event, failure: Failure | None) -> None:
         prev = sector.state
@@ -323,9 +325,9 @@ class SealingThread:
 
     def _abort(self, sector: Sector) -> bool:
         reason = str(sector.failure) if sector.failure else "aborted"
-        if sector.id is not None and not (
-            sector.failure and sector.failure.cause is FailureCause.SectorAbortedByManager
-        ):
+        decided_by_manager = sector.failure and sector.failure.cause in (
+            FailureCause.SectorAbortedByManager, FailureCause.FinalDeadlineReached)
+        if sector.id is not None and not decided_by_manager:
             if not self._tell_manager(sector, lambda: self.worker.manager.report_aborted(sector.id, reason)):
                 return False
         sector_files(self.cfg.location, sector.name).remove()  # local scratch only; stores are untouched
