@@ -70,14 +70,7 @@ class SealProof(enum.Enum):
 
     @classmethod
     def parse(cls, name: "str | SealProof", argument: str = "proof") -> "SealProof":
-        if isinstance(name, SealProof):
-            return name
-        try:
-            return cls[name]
-        except KeyError:
-            raise InvalidInput(
-                argument, f"unknown seal proof type {name!r}; use one of {', '.join(p.name for p in cls)}"
-            ) from None
+        return _parse_proof(cls, name, argument, "seal")
 
 
 class UpdateProof(enum.Enum):
@@ -99,17 +92,21 @@ class UpdateProof(enum.Enum):
 
     @classmethod
     def parse(cls, name: "str | UpdateProof", argument: str = "proof") -> "UpdateProof":
-        if isinstance(name, UpdateProof):
-            return name
-        try:
-            return cls[name]
-        except KeyError:
-            raise InvalidInput(
-                argument, f"unknown update proof type {name!r}; use one of {', '.join(p.name for p in cls)}"
-            ) from None
+        return _parse_proof(cls, name, argument, "update")
 
 
 _SEAL_PROOFS_BY_SIZE = {p.value: p for p in SealProof}
+
+
+def _parse_proof(cls, name, argument: str, kind: str):
+    if isinstance(name, cls):
+        return name
+    try:
+        return cls[name]
+    except KeyError:
+        raise InvalidInput(
+            argument, f"unknown {kind} proof type {name!r}; use one of {', '.join(p.name for p in cls)}"
+        ) from None
 
 
 def padded_piece_size(payload_bytes: int) -> int:

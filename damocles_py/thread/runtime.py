@@ -152,9 +152,10 @@ class SealingThread:
             pass
         except Exception:  # a bug in the runtime itself: keep the daemon alive, show it
             log.exception("thread %d crashed", self.cfg.index)
+        finally:
             self._set_status(thread_state="stopped")
-            return
-        self._set_status(thread_state="stopped")
+            for name in list(self._loggers):
+                self._close_log(name)
 
     def _sleep(self, seconds: float, thread_state: str) -> None:
         self._set_status(thread_state=thread_state)
@@ -319,7 +320,7 @@ class SealingThread:
         sector_files(self.cfg.location, sector.name).remove()
         self.db.save(sector, done=True)
         self._sector_log(sector).info("sector finished")
-        self._close_log(sector)
+        self._close_log(sector.name)
         self.worker.observer.sector_done(sector.plan.value, "finished")
         return True
 
@@ -333,7 +334,7 @@ class SealingThread:
         sector_files(self.cfg.location, sector.name).remove()  # local scratch only; stores are untouched
         self.db.save(sector, done=True)
         self._sector_log(sector).warning("sector aborted: %s", reason)
-        self._close_log(sector)
+        self._close_log(sector.name)
         self.worker.observer.sector_done(sector.plan.value, "aborted")
         return True
 
@@ -382,8 +383,9 @@ class SealingThread:
         if logger is None:
             logger = logging.getLogger(f"damocles.sector.{name}")
             logger.setLevel(logging.INFO)
-            if sector.id is not None:
-                path = sector_log_path(self.cfg.location, name)
+            path = sector_log_path(self.cfg.location, name)
+            has_file = any(getattr(h, "baseFilename", None) == str(path) for h in logger.handlers)
+            if sector.id is not None and not has_file:  # loggers are global: one file handler per sector
                 path.parent.mkdir(parents=True, exist_ok=True)
                 handler = logging.FileHandler(path)
                 handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
@@ -391,8 +393,8 @@ class SealingThread:
             self._loggers[name] = logger
         return logger
 
-    def _close_log(self, sector: Sector) -> None:
-        logger = self._loggers.pop(sector.name, None)
+    def _close_log(self, name: str) -> None:
+        logger = self._loggers.pop(name, None)
         if logger is not None:
             for h in list(logger.handlers):
                 logger.removeHandler(h)

@@ -70,19 +70,25 @@ def submit_pre_commit(ctx: StageContext) -> Event:
     raise SealingFailure(FailureCause.PreCommitRejected, resp.desc or resp.result.name)
 
 
-def check_pre_commit(ctx: StageContext) -> Event:
-    s = ctx.sector
+def _landed(ctx: StageContext, poll, what: str) -> bool:
+    """Poll the chain until `what` lands (True), or must be submitted again (False)."""
     while True:
-        status = ctx.manager.poll_pre_commit_state(s.id)
+        status = poll(ctx.sector.id)
         if status.state is OnChainState.Landed:
-            return Event.CheckPC
+            return True
         if status.state in (OnChainState.Failed, OnChainState.NotFound):
-            ctx.log.warning("pre-commit %s (%s): resubmitting", status.state.name, status.desc)
-            s.pc_resubmit = True
-            return Event.ReSubmitPC
+            ctx.log.warning("%s %s (%s): resubmitting", what, status.state.name, status.desc)
+            return False
         if status.state in (OnChainState.PermFailed, OnChainState.ShouldAbort):
-            raise SealingFailure(FailureCause.FinalDeadlineReached, f"pre-commit {status.state.name}: {status.desc}")
+            raise SealingFailure(FailureCause.FinalDeadlineReached, f"{what} {status.state.name}: {status.desc}")
         ctx.wait(ctx.sealing.rpc_polling_interval)
+
+
+def check_pre_commit(ctx: StageContext) -> Event:
+    if _landed(ctx, ctx.manager.poll_pre_commit_state, "pre-commit"):
+        return Event.CheckPC
+    ctx.sector.pc_resubmit = True
+    return Event.ReSubmitPC
 
 
 def submit_persisted(ctx: StageContext) -> Event:
@@ -132,17 +138,7 @@ def submit_proof(ctx: StageContext) -> Event:
 
 
 def check_proof(ctx: StageContext) -> Event:
-    s = ctx.sector
-    if ctx.sealing.ignore_proof_check:
+    if ctx.sealing.ignore_proof_check or _landed(ctx, ctx.manager.poll_proof_state, "proof"):
         return Event.Finish
-    while True:
-        status = ctx.manager.poll_proof_state(s.id)
-        if status.state is OnChainState.Landed:
-            return Event.Finish
-        if status.state in (OnChainState.Failed, OnChainState.NotFound):
-            ctx.log.warning("proof %s (%s): resubmitting", status.state.name, status.desc)
-            s.proof_resubmit = True
-            return Event.ReSubmitProof
-        if status.state in (OnChainState.PermFailed, OnChainState.ShouldAbort):
-            raise SealingFailure(FailureCause.FinalDeadlineReached, f"proof {status.state.name}: {status.desc}")
-        ctx.wait(ctx.sealing.rpc_polling_interval)
+    ctx.sector.proof_resubmit = True
+    return Event.ReSubmitProof
