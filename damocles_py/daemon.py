@@ -91,6 +91,8 @@ class WorkerDaemon:
             local_pieces_dirs=config.worker.local_pieces_dirs,
             static_tree_d=config.processors.static_tree_d,
             may_start_sector=self._may_start_sector,
+            sector_log_max_bytes=config.worker.sector_log_max_bytes,
+            sector_log_retention=config.worker.sector_log_retention,
         )
         self.threads = [SealingThread(t, shared) for t in config.sealing_threads]
         self._started = sum(1 for t in self.threads if t.db.current() is not None)  # resumed sectors count

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import shutil
+import time
 
 import pytest
 
@@ -35,8 +37,13 @@ def transitions(thread, sector_id):
 
 
 def test_sealer_seals_deal_and_cc_sectors(tmp_path, daemon_factory):
-    cfg = write_config(tmp_path, sealing={"enable_deals": True})
+    cfg = write_config(tmp_path, sealing={"enable_deals": True},
+                       worker={"sector_log_max_bytes": "8KiB", "sector_log_retention": "1h"})
     write_random_piece(tmp_path / "pieces" / "deal-1.bin", 1500)
+    stale = tmp_path / "store" / "t0" / "logs" / "s-t01000-99.log"  # a sector done long ago
+    stale.parent.mkdir(parents=True)
+    stale.write_text("old\n")
+    os.utime(stale, (time.time() - 7200, time.time() - 7200))
     daemon = daemon_factory(cfg, max_sectors=2)
     wait_until(finished(daemon, 2), 400, "two sealed sectors")
 
@@ -52,9 +59,12 @@ def test_sealer_seals_deal_and_cc_sectors(tmp_path, daemon_factory):
         history = transitions(daemon.threads[0], record.id)
         flow = [history[0].prev] + [h.next for h in history if not h.event.startswith("Failure")]
         assert flow == SEALER_FLOW
-    # the sector's scratch files are gone, its log stays
+    # the sector's scratch files are gone, its log stays, capped; logs past retention are removed
     assert not (tmp_path / "store" / "t0" / "data" / "s-t01000-1").exists()
-    assert "c2: done" in (tmp_path / "store" / "t0" / "logs" / "s-t01000-1.log").read_text()
+    log = tmp_path / "store" / "t0" / "logs" / "s-t01000-1.log"
+    assert "sector finished" in log.read_text()
+    assert sum(p.stat().st_size for p in log.parent.glob("s-t01000-1.log*")) <= 8192 + 1024
+    assert not stale.exists()
 
 
 def test_snapup_then_rebuild_restores_identical_files(tmp_path, daemon_factory):

@@ -29,14 +29,11 @@ def failure_pb(failure: Failure | None) -> tuple[pb.Failure | None, bool]:
 
 
 def read_log_tail(path, max_bytes: int) -> str:
-    if not path.exists():
-        return ""
-    with open(path, "rb") as f:
-        size = f.seek(0, 2)
-        f.seek(max(0, size - max_bytes))
-        data = f.read()
-    text = data.decode("utf-8", "replace")
-    return text if size <= max_bytes else f"[... {size - max_bytes} earlier bytes not shown ...]\n" + text
+    """The last `max_bytes` of a sector's log, including its rotated older half (`.log.1`)."""
+    parts = [p for p in (path.with_name(path.name + ".1"), path) if p.exists()]
+    data = b"".join(p.read_bytes() for p in parts)
+    text = data[-max_bytes:].decode("utf-8", "replace")
+    return text if len(data) <= max_bytes else f"[... {len(data) - max_bytes} earlier bytes not shown ...]\n" + text
 
 
 class AdminService(pb_grpc.WorkerAdminServicer):

@@ -412,6 +412,8 @@ class _Loader:
             "ping_interval": parse_duration,
             "local_pieces_dirs": _list_of(self.path),
             "rpc_server": _dataclass_of(RpcServerConfig, _RPC_SERVER),
+            "sector_log_max_bytes": parse_bytes,
+            "sector_log_retention": parse_duration,
         })
         values.setdefault("name", socket.gethostname())
         values.setdefault("state_dir", self.resolve(WorkerConfig.state_dir))

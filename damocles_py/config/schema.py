@@ -36,8 +36,12 @@ class WorkerConfig:
     rpc_server: RpcServerConfig = field(default_factory=RpcServerConfig)
     ping_interval: float = 30.0
     local_pieces_dirs: tuple[Path, ...] = ()
-    # Where the admin token, the worker's own state and sector logs live.
+    # Where the admin token and the worker's own state live.
     state_dir: Path = Path(".damocles-worker")
+    # Each sector's log (in its thread location's logs/) is capped at this size (the older half is
+    # dropped when it fills up), and removed this long after the sector is done.
+    sector_log_max_bytes: int = 16 << 20
+    sector_log_retention: float = 14 * 24 * 3600.0
 
 
 @dataclass(frozen=True)

@@ -10,6 +10,7 @@ thread until an operator resumes it (optionally at another state).
 from __future__ import annotations
 
 import logging
+import logging.handlers
 import threading
 import time
 import traceback
@@ -67,6 +68,8 @@ class WorkerContext:
     static_tree_d: dict[SectorSize, Path] | None = None
     # Asked before a thread starts a new sector; False keeps it idle (a draining worker).
     may_start_sector: Callable[[], bool] = lambda: True
+    sector_log_max_bytes: int = 16 << 20
+    sector_log_retention: float = 14 * 24 * 3600.0
 
 
 def classify(exc: BaseException) -> Failure:
@@ -135,8 +138,18 @@ class SealingThread:
     # ------------------------------------------------------------------------------------------
     # the loop
 
+    def _prune_logs(self) -> None:
+        """Remove the logs of sectors done longer ago than `sector_log_retention`."""
+        current = self.db.current()
+        keep = sector_log_path(self.cfg.location, current.name).name if current else None
+        cutoff = time.time() - self.worker.sector_log_retention
+        for path in (self.cfg.location / "logs").glob("*.log*"):
+            if not path.name.startswith(keep or "\0") and path.stat().st_mtime < cutoff:
+                path.unlink(missing_ok=True)
+
     def _run(self) -> None:
         try:
+            self._prune_logs()
             while not self.control.stop_requested:
                 sector = self.db.current()
                 if sector is None:
@@ -147,6 +160,7 @@ class SealingThread:
                 finished = self._drive(sector)
                 if finished:
                     self.sectors_done += 1
+                    self._prune_logs()
                     self._sleep(sector_cfg(self).seal_interval, "idle")
         except Interrupted:
             pass
@@ -206,7 +220,7 @@ class SealingThread:
         prev = sector.state
         step = plan.steps[prev]
         ctx = self._context(sector)
-        self._set_status(thread_state="running")
+        self._set_status(thread_state="running", stage="")
         start = time.time()
         try:
             event = step.handler(ctx)
@@ -374,7 +388,10 @@ class SealingThread:
             st.thread_state = thread_state
             if thread_state in ("paused", "idle"):
                 st.since = now
-        st.stage = stage if thread_state == "running" or stage else (st.stage if thread_state == "running" else None)
+        if stage is not None:  # "" clears it: the handler runs no heavy stage (yet)
+            st.stage = stage or None
+        elif thread_state in ("idle", "paused", "stopped"):
+            st.stage = None
         self.worker.observer.thread_state(self.cfg.index, st.plan, st.state, st.thread_state)
 
     def _sector_log(self, sector: Sector) -> logging.Logger:
@@ -387,7 +404,9 @@ class SealingThread:
             has_file = any(getattr(h, "baseFilename", None) == str(path) for h in logger.handlers)
             if sector.id is not None and not has_file:  # loggers are global: one file handler per sector
                 path.parent.mkdir(parents=True, exist_ok=True)
-                handler = logging.FileHandler(path)
+                # Two halves of the cap: when the log fills up, the older half is dropped.
+                handler = logging.handlers.RotatingFileHandler(
+                    path, maxBytes=self.worker.sector_log_max_bytes // 2, backupCount=1)
                 handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
                 logger.addHandler(handler)
             self._loggers[name] = logger
