@@ -154,14 +154,14 @@ class SealingThread:
                 sector = self.db.current()
                 if sector is None:
                     if not self.worker.may_start_sector():
-                        self._sleep(sector_cfg(self).recover_interval, "idle")
+                        self._sleep(self.cfg.sealing.recover_interval, "idle")
                         continue
                     sector = self.db.create(self.plan.plan)
                 finished = self._drive(sector)
                 if finished:
                     self.sectors_done += 1
                     self._prune_logs()
-                    self._sleep(sector_cfg(self).seal_interval, "idle")
+                    self._sleep(self.cfg.sealing.seal_interval, "idle")
         except Interrupted:
             pass
         except Exception:  # a bug in the runtime itself: keep the daemon alive, show it
@@ -205,7 +205,7 @@ class SealingThread:
             sector=sector,
             manager=self.worker.manager,
             location=self.cfg.location,
-            sealing=sector_cfg(self),
+            sealing=self.cfg.sealing,
             stores=self.worker.stores,
             worker=self.ref,
             log=self._sector_log(sector),
@@ -225,7 +225,7 @@ class SealingThread:
         try:
             event = step.handler(ctx)
             if event is None:  # no work available (no sector, no deals): ask again later
-                self._sleep(sector_cfg(self).recover_interval, "idle")
+                self._sleep(self.cfg.sealing.recover_interval, "idle")
                 return
             nxt = plan.next_state(prev, event)
         except Interrupted:
@@ -276,7 +276,7 @@ class SealingThread:
         slog.error("%s failed: %s\n%s", sector.state.value, failure,
                    "".join(traceback.format_exception(exc)) if failure.cause is FailureCause.Unexpected else "")
         self.worker.observer.failure(failure.cause.name, failure.level.value)
-        cfg = sector_cfg(self)
+        cfg = self.cfg.sealing
         if failure.level is FailureLevel.temporary:
             if sector.retries < cfg.max_retries:
                 sector.retries += 1
@@ -361,7 +361,7 @@ class SealingThread:
             except (ManagerUnavailable, ManagerRequestError) as e:
                 self._sector_log(sector).warning("manager report failed, retrying: %s", e)
                 try:
-                    self._sleep_retry(sector_cfg(self).recover_interval)
+                    self._sleep_retry(self.cfg.sealing.recover_interval)
                 except Interrupted:
                     if self.control.stop_requested:
                         return False
@@ -418,10 +418,6 @@ class SealingThread:
             for h in list(logger.handlers):
                 logger.removeHandler(h)
                 h.close()
-
-
-def sector_cfg(thread: SealingThread):
-    return thread.cfg.sealing
 
 
 def _failure_entry(sector: Sector, failure: Failure, what: str) -> HistoryEntry:
