@@ -2,10 +2,11 @@
 
     python benches/bench_stages.py [--sizes 2KiB,8MiB] [--rounds 3]
 
-Both paths seal the same piece into a sector: the Python one through `damocles_py.proofs` (the
-path the sealing threads use), the Rust one through the `stage-bench` binary built from this crate
-(`rust/src/bin/stage_bench.rs`, calling `stages::*` directly). Rounds alternate between the two so
-that machine noise hits both alike; the best round of each stage is compared. Target: the Python
+Both paths seal the same piece into a sector `--rounds` times, each in one process: the Python one
+through `damocles_py.proofs` (the path the sealing threads use), the Rust one through the
+`stage-bench` binary built from this crate (`rust/src/bin/stage_bench.rs`, calling `stages::*`
+directly). Both processes warm up alike (parameters and parent cache are loaded once per process),
+and the best round of each stage is compared. Target: the Python
 path within 3% of Rust per stage at 8MiB.
 
 It also prints PC1's hashing rate as a fraction of this machine's single-core SHA-256 rate: SDR
@@ -42,18 +43,23 @@ def build_rust_harness() -> Path:
     return target / "release" / "stage-bench"
 
 
-def rust_round(binary: Path, size: SectorSize, piece: Path, work: Path) -> dict[str, float]:
-    out = subprocess.run([str(binary), str(int(size)), str(piece), str(work)], check=True,
+def rust_rounds(binary: Path, size: SectorSize, piece: Path, work: Path, rounds: int) -> list[dict[str, float]]:
+    """`rounds` seals in one Rust process, so that it warms up (parameters, parent cache) as the
+    Python process does over its own rounds."""
+    out = subprocess.run([str(binary), str(int(size)), str(piece), str(work), str(rounds)], check=True,
                          capture_output=True, text=True).stdout
-    result = json.loads(out.strip().splitlines()[-1])
-    assert result["verified"], "the Rust harness produced a proof that does not verify"
-    return result["stages"]
+    results = [json.loads(line) for line in out.strip().splitlines() if line.startswith("{")]
+    assert len(results) == rounds and all(r["verified"] for r in results), "the Rust harness failed to verify"
+    return [r["stages"] for r in results]
 
 
-def python_round(size: SectorSize, piece: Path, work: Path) -> dict[str, float]:
-    times, _, _ = bench.seal_sector(size, work, piece_path=piece)
-    assert times.verified, "the Python path produced a proof that does not verify"
-    return times.stages
+def python_rounds(size: SectorSize, piece: Path, work: Path, rounds: int) -> list[dict[str, float]]:
+    out = []
+    for _ in range(rounds):
+        times, _, _ = bench.seal_sector(size, work, piece_path=piece)
+        assert times.verified, "the Python path produced a proof that does not verify"
+        out.append(times.stages)
+    return out
 
 
 def sha256_single_core_rate(seconds: float = 1.0) -> float:
@@ -85,10 +91,10 @@ def main() -> int:
         with tempfile.TemporaryDirectory(prefix="damocles-bench-") as tmp:
             tmp = Path(tmp)
             piece = bench.write_random_piece(tmp / "piece", size.unpadded)
-            for _ in range(args.rounds):
-                rounds = ((best_rs, rust_round(binary, size, piece, tmp / "rust")),
-                          (best_py, python_round(size, piece, tmp / "python")))
-                for best, stages in rounds:
+            runs = ((best_rs, rust_rounds(binary, size, piece, tmp / "rust", args.rounds)),
+                    (best_py, python_rounds(size, piece, tmp / "python", args.rounds)))
+            for best, rounds in runs:
+                for stages in rounds:
                     for s in STAGES:
                         best[s] = min(best[s], stages[s])
         print(f"\n{size}: best of {args.rounds} rounds (seconds)")

@@ -8,6 +8,7 @@ clock; the sector's proof is verified at the end, and a proof that does not veri
 from __future__ import annotations
 
 import os
+import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -74,7 +75,8 @@ def seal_sector(sector_size: SectorSize, workdir: Path, piece_path: Path | None 
     proof = SealProof.for_size(sector_size)
     workdir.mkdir(parents=True, exist_ok=True)
     staged, sealed, cache = workdir / "staged", workdir / "sealed", workdir / "cache"
-    cache.mkdir(exist_ok=True)
+    shutil.rmtree(cache, ignore_errors=True)  # a tree or layers left by an earlier run would be reused
+    cache.mkdir()
     sealed.write_bytes(b"")
     t = StageTimes(proof.sector_size)
 

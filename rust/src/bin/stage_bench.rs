@@ -1,8 +1,10 @@
 //! Pure-Rust stage harness for `benches/bench_stages.py`: seals one sector by calling the same
 //! `stages::*` functions the Python extension calls, and prints per-stage wall times as JSON.
 //!
-//! usage: stage-bench <sector-size-bytes> <piece-file> <work-dir>
-//! The Groth parameters must already be in FIL_PROOFS_PARAMETER_CACHE.
+//! usage: stage-bench <sector-size-bytes> <piece-file> <work-dir> [rounds]
+//! Seals `rounds` sectors one after the other in this process (as the Python side does in its
+//! process) and prints one JSON line per round. The Groth parameters must already be in
+//! FIL_PROOFS_PARAMETER_CACHE.
 
 use std::fs;
 use std::path::Path;
@@ -29,10 +31,19 @@ fn timed<T>(times: &mut Vec<(&'static str, f64)>, name: &'static str, f: impl Fn
 
 fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().collect();
-    ensure!(args.len() == 4, "usage: stage-bench <sector-size-bytes> <piece-file> <work-dir>");
+    ensure!(
+        args.len() == 4 || args.len() == 5,
+        "usage: stage-bench <sector-size-bytes> <piece-file> <work-dir> [rounds]"
+    );
     let sector_size: u64 = args[1].parse().context("sector size must be a number of bytes")?;
-    let piece_path = Path::new(&args[2]);
-    let work = Path::new(&args[3]);
+    let rounds: usize = args.get(4).map_or(Ok(1), |r| r.parse()).context("rounds must be a number")?;
+    for _ in 0..rounds {
+        seal_once(sector_size, Path::new(&args[2]), Path::new(&args[3]))?;
+    }
+    Ok(())
+}
+
+fn seal_once(sector_size: u64, piece_path: &Path, work: &Path) -> Result<()> {
     let proof = stages::seal_proof(proof_name(sector_size)?)?;
     let unpadded = sector_size / 128 * 127;
 
