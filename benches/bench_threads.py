@@ -75,13 +75,19 @@ def main() -> int:
         run_dir.mkdir()
         cfg = write_config(run_dir, plans=("sealer",) * args.threads,
                            sealing={"seal_interval": "0.01s", "rpc_polling_interval": "0.01s"},
-                           embedded={"sector_size": str(size), "block_time": "0.01s"})
+                           embedded={"sector_size": str(size), "block_time": "0.01s",
+                                     # fast epochs: keep tickets and seeds valid for the whole run
+                                     "ticket_expiry_epochs": 10**7, "seed_expiry_epochs": 10**7})
         clock = StageClock()
         total = args.threads * args.sectors_per_thread
         daemon = WorkerDaemon(load_config(cfg), observer=clock, max_sectors=total)
         start = time.perf_counter()
         daemon.start()
         while sum(1 for r in daemon.manager.sectors() if r.finished) < total:
+            paused = [t.status for t in daemon.threads if t.status.thread_state == "paused"]
+            if paused:
+                daemon.stop()
+                raise SystemExit(f"a sealing thread paused: {paused[0].last_failure}")
             time.sleep(0.05)
         elapsed = time.perf_counter() - start
         waited = sum(t.control.handler_wait_seconds for t in daemon.threads)
