@@ -29,6 +29,25 @@ fn timed<T>(times: &mut Vec<(&'static str, f64)>, name: &'static str, f: impl Fn
     Ok(out)
 }
 
+/// C1 and verify take milliseconds: both harnesses time them as the best of this many calls.
+const CHEAP_STAGE_REPEATS: usize = 10;
+
+fn timed_best<T>(
+    times: &mut Vec<(&'static str, f64)>,
+    name: &'static str,
+    mut f: impl FnMut() -> Result<T>,
+) -> Result<T> {
+    let mut best = f64::INFINITY;
+    let mut out = None;
+    for _ in 0..CHEAP_STAGE_REPEATS {
+        let start = Instant::now();
+        out = Some(f().with_context(|| format!("stage {name}"))?);
+        best = best.min(start.elapsed().as_secs_f64());
+    }
+    times.push((name, best));
+    Ok(out.expect("at least one repeat"))
+}
+
 fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().collect();
     ensure!(
@@ -68,11 +87,11 @@ fn seal_once(sector_size: u64, piece_path: &Path, work: &Path) -> Result<()> {
         stages::pc1(proof, &cache, Some(&staged), &sealed, prover_id, sector_id, ticket, &pieces)
     })?;
     let (comm_r, comm_d) = timed(&mut t, "pc2", || stages::pc2(&pc1, &cache, &sealed))?;
-    let c1 = timed(&mut t, "c1", || {
+    let c1 = timed_best(&mut t, "c1", || {
         stages::c1(proof, &cache, &sealed, prover_id, sector_id, ticket, seed, comm_r, comm_d, &pieces)
     })?;
     let snark = timed(&mut t, "c2", || stages::c2(&c1, prover_id, sector_id))?;
-    let ok = timed(&mut t, "verify", || {
+    let ok = timed_best(&mut t, "verify", || {
         stages::verify_seal(proof, comm_r, comm_d, prover_id, sector_id, ticket, seed, &snark)
     })?;
     ensure!(ok, "the proof did not verify");
