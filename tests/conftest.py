@@ -12,6 +12,7 @@ import pytest
 
 from damocles_py.config.load import load_config
 from damocles_py.config.schema import Config
+from damocles_py.manager.client import RemoteManager
 
 
 def free_port() -> int:
@@ -58,6 +59,32 @@ def write_config(root: Path, plans=("sealer",), sealing=None, embedded=None, man
     path = root / "sealing.toml"
     path.write_text("\n".join(lines))
     return path
+
+
+def start_manager(root: Path, port: int, store: Path, *extra: str) -> subprocess.Popen:
+    """A real `damocles-manager run` process on loopback, its state and log under `root`."""
+    state = root / "manager-state"
+    state.mkdir(parents=True, exist_ok=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "damocles_py.cli.manager", "run", "--state-dir", str(state),
+         "--listen", f"127.0.0.1:{port}", "--block-time", "0.2s", "--pre-commit-delay-epochs", "1",
+         "--pieces-dir", str(root / "manager-pieces"), "--store", f"persist-a={store}", "--log-level", "WARNING",
+         *extra],
+        stdout=subprocess.DEVNULL, stderr=open(root / "manager.log", "ab"))
+    client = RemoteManager(f"127.0.0.1:{port}", timeout=1)
+    try:
+        wait_until(lambda: _answers(client), 30, "the manager to serve")
+    finally:
+        client.close()
+    return proc
+
+
+def _answers(client: RemoteManager) -> bool:
+    try:
+        client.sectors()
+        return True
+    except Exception:
+        return False
 
 
 def wait_until(predicate, timeout: float, what: str, interval: float = 0.1):

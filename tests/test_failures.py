@@ -4,36 +4,12 @@ restarted), a ticket that expires, and configs that must not start."""
 from __future__ import annotations
 
 import signal
-import subprocess
-import sys
-from pathlib import Path
 
 from damocles_py.admin.client import AdminClient
 from damocles_py.manager.client import RemoteManager
-from damocles_py.manager.interface import ManagerUnavailable, SectorId
+from damocles_py.manager.interface import SectorId
 
-from conftest import free_port, wait_until, worker_cli, write_config
-
-
-def start_manager(state_dir: Path, port: int, store: Path) -> subprocess.Popen:
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "damocles_py.cli.manager", "run", "--state-dir", str(state_dir),
-         "--listen", f"127.0.0.1:{port}", "--block-time", "0.2s", "--pre-commit-delay-epochs", "1",
-         "--store", f"persist-a={store}", "--log-level", "WARNING"],
-        stdout=subprocess.DEVNULL, stderr=open(state_dir.parent / "manager.log", "ab"))
-
-    def up():
-        client = RemoteManager(f"127.0.0.1:{port}", timeout=1)
-        try:
-            client.sectors()
-            return True
-        except ManagerUnavailable:
-            return False
-        finally:
-            client.close()
-
-    wait_until(up, 30, "the manager to serve")
-    return proc
+from conftest import free_port, start_manager, wait_until, worker_cli, write_config
 
 
 def failure_cause(thread) -> str | None:
@@ -45,8 +21,7 @@ def test_manager_outage_within_budget_is_survived_longer_one_pauses(tmp_path, da
     port = free_port()
     store = tmp_path / "persist" / "a"
     store.mkdir(parents=True)
-    (tmp_path / "mgr").mkdir()
-    manager = start_manager(tmp_path / "mgr", port, store)
+    manager = start_manager(tmp_path, port, store)
     cfg = write_config(tmp_path, manager_addr=f"127.0.0.1:{port}",
                        sealing={"max_retries": 3, "recover_interval": "0.5s"})
     daemon = daemon_factory(cfg, max_sectors=2)
@@ -58,7 +33,7 @@ def test_manager_outage_within_budget_is_survived_longer_one_pauses(tmp_path, da
         manager.wait()
         wait_until(lambda: failure_cause(thread) == "ManagerUnreachable", 30, "a ManagerUnreachable retry")
         assert thread.status.thread_state != "paused"
-        manager = start_manager(tmp_path / "mgr", port, store)
+        manager = start_manager(tmp_path, port, store)
         wait_until(lambda: thread.status.sector_id == "1000-2", 300, "sector 1 to finish")
         client = RemoteManager(f"127.0.0.1:{port}")
         assert client.sector(SectorId(1000, 1)).finished
@@ -69,7 +44,7 @@ def test_manager_outage_within_budget_is_survived_longer_one_pauses(tmp_path, da
         wait_until(lambda: thread.status.thread_state == "paused", 60, "the thread to pause")
         assert failure_cause(thread) == "ManagerUnreachable"
         assert "still failing after 3 retries" in thread.status.last_failure.detail
-        manager = start_manager(tmp_path / "mgr", port, store)
+        manager = start_manager(tmp_path, port, store)
         assert AdminClient(daemon.config.worker.rpc_server.address, daemon.token).resume(0).accepted
         wait_until(lambda: client.sector(SectorId(1000, 2)).finished, 300, "sector 2 to finish")
         client.close()

@@ -12,32 +12,7 @@ from damocles_py.manager.client import RemoteManager
 from damocles_py.manager.db import Submission
 from damocles_py.manager.interface import SectorId
 
-from conftest import free_port, wait_until, worker_cli, write_config
-
-
-def start_manager(root: Path, port: int, store: Path, *extra: str) -> subprocess.Popen:
-    state = root / "manager-state"
-    state.mkdir(parents=True, exist_ok=True)
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "damocles_py.cli.manager", "run", "--state-dir", str(state),
-         "--listen", f"127.0.0.1:{port}", "--block-time", "0.2s", "--pre-commit-delay-epochs", "1",
-         "--pieces-dir", str(root / "manager-pieces"), "--store", f"persist-a={store}", "--log-level", "WARNING",
-         *extra],
-        stdout=subprocess.DEVNULL, stderr=open(root / "manager.log", "ab"))
-    client = RemoteManager(f"127.0.0.1:{port}", timeout=1)
-    try:
-        wait_until(lambda: _answers(client), 30, "the manager to serve")
-    finally:
-        client.close()
-    return proc
-
-
-def _answers(client: RemoteManager) -> bool:
-    try:
-        client.sectors()
-        return True
-    except Exception:
-        return False
+from conftest import free_port, start_manager, wait_until, worker_cli, write_config
 
 
 def start_worker(cfg: Path, log: Path, sectors: int | None = None) -> subprocess.Popen:
