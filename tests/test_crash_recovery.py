@@ -18,7 +18,7 @@ from damocles_py.manager.db import Submission
 from damocles_py.manager.embedded import EmbeddedManager
 from damocles_py.manager.interface import SectorId, StoreInfo
 
-from conftest import wait_until, write_config
+from conftest import STARTUP_BUDGET, seal_budget, write_config
 
 
 def start_daemon(cfg: Path, log: Path, stop_after: int | None = None) -> subprocess.Popen:
@@ -60,7 +60,7 @@ def test_kill_9_mid_stage_then_restart_finishes(tmp_path, stage, state_during):
 
     proc = start_daemon(cfg, tmp_path / "daemon.log")
     try:
-        kill_when_stage_starts(proc, sector_log, stage, timeout=120)
+        kill_when_stage_starts(proc, sector_log, stage, timeout=2 * STARTUP_BUDGET)  # cheap stages first
     finally:
         if proc.poll() is None:
             proc.kill()
@@ -69,7 +69,7 @@ def test_kill_9_mid_stage_then_restart_finishes(tmp_path, stage, state_during):
 
     proc = start_daemon(cfg, tmp_path / "daemon.log", stop_after=1)
     try:
-        assert proc.wait(timeout=300) == 0, (tmp_path / "daemon.log").read_text()[-3000:]
+        assert proc.wait(timeout=seal_budget(1)) == 0, (tmp_path / "daemon.log").read_text()[-3000:]
     finally:
         if proc.poll() is None:
             proc.kill()

@@ -5,14 +5,14 @@ from __future__ import annotations
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 from damocles_py.manager.client import RemoteManager
 from damocles_py.manager.db import Submission
 from damocles_py.manager.interface import SectorId
 
-from conftest import free_port, start_manager, wait_until, worker_cli, write_config
+from conftest import (STARTUP_BUDGET, free_port, seal_budget, start_manager, thread_db_rows, wait_until, worker_cli,
+                      write_config)
 
 
 def start_worker(cfg: Path, log: Path, sectors: int | None = None) -> subprocess.Popen:
@@ -42,7 +42,8 @@ def test_two_workers_share_one_manager(tmp_path):
     procs = [start_worker(cfg, cfg.parent / "worker.log", sectors=2) for cfg in configs]
     try:
         for p, cfg in zip(procs, configs):
-            assert p.wait(timeout=900) == 0, (cfg.parent / "worker.log").read_text()[-2000:]
+            # each worker seals 2 sectors in series, both workers on 2 cores: 4 C2s of budget
+            assert p.wait(timeout=seal_budget(4)) == 0, (cfg.parent / "worker.log").read_text()[-2000:]
         client = RemoteManager(f"127.0.0.1:{port}")
         records = client.sectors()
         numbers = [r.id.number for r in records]
@@ -59,18 +60,24 @@ def test_two_workers_share_one_manager(tmp_path):
 
 
 def test_manager_restart_mid_seal_loses_nothing(tmp_path):
-    port, store, manager, configs = farm(tmp_path, 2, sealing={"max_retries": 20, "recover_interval": "0.5s"})
+    # a retry budget of 30 s outlasts a manager restart on a slow machine; the chain windows of
+    # start_manager outlast any C2, so the sectors cannot expire while the manager is down
+    port, store, manager, configs = farm(tmp_path, 2, sealing={"max_retries": 30, "recover_interval": "1s"})
     procs = [start_worker(cfg, cfg.parent / "worker.log", sectors=1) for cfg in configs]
     try:
         client = RemoteManager(f"127.0.0.1:{port}", timeout=2)
-        wait_until(lambda: len(client.sectors()) == 2, 60, "both workers to hold a sector")
+        wait_until(lambda: len(client.sectors()) == 2, STARTUP_BUDGET, "both workers to hold a sector")
         client.close()
         manager.send_signal(signal.SIGKILL)
         manager.wait()
-        time.sleep(2)  # workers hit the outage and retry
+        # both workers hit the outage and retry (in their first cheap stages, before any C2)
+        locations = [cfg.parent / "store" / "t0" for cfg in configs]
+        outage = "SELECT 1 FROM history WHERE failure_cause = 'ManagerUnreachable'"
+        wait_until(lambda: all(thread_db_rows(loc, outage) for loc in locations), seal_budget(1),
+                   "both workers to retry a ManagerUnreachable failure")  # a worker may be in C2 first
         manager = start_manager(tmp_path, port, store)
         for p, cfg in zip(procs, configs):
-            assert p.wait(timeout=900) == 0, (cfg.parent / "worker.log").read_text()[-2000:]
+            assert p.wait(timeout=seal_budget(2)) == 0, (cfg.parent / "worker.log").read_text()[-2000:]
         client = RemoteManager(f"127.0.0.1:{port}")
         records = client.sectors()
         assert len(records) == 2 and all(r.finished and r.commit.state is Submission.Accepted for r in records)
@@ -101,7 +108,7 @@ def test_piece_commitment_mismatch_shows_cause_level_and_logs(tmp_path, daemon_f
 
     daemon = daemon_factory(cfg, max_sectors=1)
     wait_until(lambda: daemon.manager.sector(SectorId(1000, 1)) and daemon.manager.sector(SectorId(1000, 1)).aborted,
-               120, "the sector to be aborted")
+               STARTUP_BUDGET, "the sector to be aborted")
     assert daemon.manager.deals()[0].sector is None  # the deal went back to the pool
     out = worker_cli("sector", "debug", "1000-1", "--logs", "-c", str(cfg)).stdout
     assert "failure: PieceCommitmentMismatch [abort]" in out
@@ -124,11 +131,11 @@ def test_a_stopped_worker_is_marked_lost(tmp_path):
     client = RemoteManager(f"127.0.0.1:{port}")
     try:
         alive = lambda: [w for w in client.workers() if w.instance == "worker-x" and not w.lost and w.sectors]
-        wait_until(alive, 60, "the worker to be alive and hold a sector")
+        wait_until(alive, STARTUP_BUDGET, "the worker to be alive and hold a sector")
         worker.send_signal(signal.SIGKILL)
         worker.wait()
         (status,) = wait_until(lambda: [w for w in client.workers() if w.instance == "worker-x" and w.lost],
-                               30, "the worker to be marked lost")
+                               STARTUP_BUDGET, "the worker to be marked lost")
         (held,) = status.sectors[:1]
         debug = client.sector_debug(held)
         assert debug.holder.instance == "worker-x" and debug.holder.lost

@@ -22,7 +22,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from conftest import free_port, wait_until, write_config
+from conftest import STARTUP_BUDGET, free_port, wait_until, write_config
 from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -84,7 +84,7 @@ def worker_port(tmp_path_factory):
     daemon = WorkerDaemon(config)
     daemon.start()
     try:
-        wait_until(lambda: 'thread_state="idle"' in scrape(port), timeout=30, what="an idle thread in the metrics")
+        wait_until(lambda: 'thread_state="idle"' in scrape(port), timeout=STARTUP_BUDGET, what="an idle thread in the metrics")
         yield port
     finally:
         daemon.stop(timeout=30)
@@ -110,7 +110,7 @@ def manager_metrics(tmp_path_factory):
                 except Exception:  # noqa: BLE001 - not listening yet
                     return False
 
-            wait_until(ready, timeout=30, what="damocles-manager")
+            wait_until(ready, timeout=STARTUP_BUDGET, what="damocles-manager")
             assert client.allocate_sector(AllocateSpec(), WorkerRef("metrics-test", 0, "/sealing/0")) is not None
             assert client.sector(SectorId(1000, 99)) is None
         yield addr, port
@@ -221,7 +221,7 @@ def test_prometheus_scrapes_the_worker_and_answers_a_query(worker_port, tmp_path
                 return None
             return [r for r in result if r["metric"].get("thread_state") == "idle"]
 
-        (series,) = wait_until(idle_series, timeout=60, what="Prometheus to scrape the idle thread", interval=0.5)
+        (series,) = wait_until(idle_series, timeout=2 * STARTUP_BUDGET, what="Prometheus to scrape the idle thread", interval=0.5)
         labels = series["metric"]
         assert (labels["thread"], labels["plan"], labels["state"]) == ("0", "sealer", "Empty")
         assert labels["instance"] == f"127.0.0.1:{worker_port}"

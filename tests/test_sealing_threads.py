@@ -16,7 +16,7 @@ from damocles_py.manager.db import Submission
 from damocles_py.manager.interface import SectorId
 from damocles_py.store.layout import PersistLayout
 
-from conftest import wait_until, write_config
+from conftest import STARTUP_BUDGET, seal_budget, wait_until, write_config
 
 SEALER_FLOW = ["Empty", "Allocated", "DealsAcquired", "PieceAdded", "TreeDBuilt", "TicketAssigned", "PC1Done",
                "PC2Done", "PCSubmitted", "PCLanded", "Persisted", "PersistanceSubmitted", "SeedAssigned", "C1Done",
@@ -45,7 +45,7 @@ def test_sealer_seals_deal_and_cc_sectors(tmp_path, daemon_factory):
     stale.write_text("old\n")
     os.utime(stale, (time.time() - 7200, time.time() - 7200))
     daemon = daemon_factory(cfg, max_sectors=2)
-    wait_until(finished(daemon, 2), 400, "two sealed sectors")
+    wait_until(finished(daemon, 2), seal_budget(2), "two sealed sectors")
 
     records = sorted(daemon.manager.sectors(), key=lambda r: r.id.number)[:2]
     assert [r.id.number for r in records] == [1, 2]
@@ -76,7 +76,7 @@ def test_snapup_then_rebuild_restores_identical_files(tmp_path, daemon_factory):
 
     # snapup upgrades the first sealed CC sector with the piece
     wait_until(lambda: any(r.upgrade and r.upgrade.state.value == "upgraded" for r in daemon.manager.sectors()),
-               400, "a snapped-up sector")
+               seal_budget(2), "a snapped-up sector")  # a C2, then a snap prove
     record = next(r for r in daemon.manager.sectors() if r.upgrade and r.upgrade.state.value == "upgraded")
     layout = PersistLayout(tmp_path / "persist" / "a", f"s-t0{record.id.miner}-{record.id.number}")
     originals = {p: p.read_bytes() for p in (layout.sealed, layout.update, layout.cache / "p_aux",
@@ -89,7 +89,7 @@ def test_snapup_then_rebuild_restores_identical_files(tmp_path, daemon_factory):
     shutil.rmtree(layout.update_cache)
     daemon.manager.request_rebuild(record.id)
     wait_until(lambda: all(p.exists() for p in originals) and daemon.manager.sector(record.id).rebuild is None,
-               300, "the rebuilt sector")
+               seal_budget(1), "the rebuilt sector")
     for path, data in originals.items():
         assert path.read_bytes() == data, f"{path.name} differs after rebuild"
     history = transitions(rebuild, record.id)
@@ -110,10 +110,10 @@ def test_resume_rewinds_aborts_and_refuses_invalid_states(tmp_path, daemon_facto
 
     # pause once the first sector is past PC2, then rewind it to TreeDBuilt
     wait_until(lambda: thread.status.state in ("PCSubmitted", "PCLanded", "Persisted", "PersistanceSubmitted",
-                                               "SeedAssigned", "C1Done"), 120, "a sector past PC2")
+                                               "SeedAssigned", "C1Done"), 2 * STARTUP_BUDGET, "a sector past PC2")
     assert admin.resume(0).accepted is False  # not paused: nothing to resume
     assert admin.pause(0).accepted
-    wait_until(lambda: thread.status.thread_state == "paused", 120, "the pause")
+    wait_until(lambda: thread.status.thread_state == "paused", seal_budget(1), "the pause")  # after a C2 at worst
     paused_at = thread.status.state
 
     with pytest.raises(UserError, match="cannot be resumed at state 'Bogus'; valid states now: Allocated"):
@@ -126,7 +126,7 @@ def test_resume_rewinds_aborts_and_refuses_invalid_states(tmp_path, daemon_facto
         AdminClient(daemon.config.worker.rpc_server.address, "wrong").resume(0, "TreeDBuilt")
 
     assert admin.resume(0, "TreeDBuilt").accepted
-    wait_until(finished(daemon, 1), 300, "the rewound sector to finish")
+    wait_until(finished(daemon, 1), seal_budget(1), "the rewound sector to finish")
     history = transitions(thread, SectorId(1000, 1))
     rewind = next(i for i, h in enumerate(history) if h.event == "SetState")
     assert (history[rewind].prev, history[rewind].next) == (paused_at, "TreeDBuilt")
@@ -135,12 +135,12 @@ def test_resume_rewinds_aborts_and_refuses_invalid_states(tmp_path, daemon_facto
     assert proof_landed(daemon.manager.sector(SectorId(1000, 1)))
 
     # the next sector: pause it early and abandon it; the thread moves on to sector 3
-    wait_until(lambda: thread.status.sector_id == "1000-2", 60, "the second sector")
+    wait_until(lambda: thread.status.sector_id == "1000-2", STARTUP_BUDGET, "the second sector")
     admin.pause(0)
-    wait_until(lambda: thread.status.thread_state == "paused", 120, "the pause")
+    wait_until(lambda: thread.status.thread_state == "paused", seal_budget(1), "the pause")  # after a C2 at worst
     assert admin.resume(0, "Aborted").accepted
-    wait_until(lambda: daemon.manager.sector(SectorId(1000, 2)).aborted, 60, "sector 2 aborted at the manager")
-    wait_until(lambda: thread.status.sector_id == "1000-3", 60, "the thread to take sector 3")
+    wait_until(lambda: daemon.manager.sector(SectorId(1000, 2)).aborted, STARTUP_BUDGET, "sector 2 aborted at the manager")
+    wait_until(lambda: thread.status.sector_id == "1000-3", STARTUP_BUDGET, "the thread to take sector 3")
     admin.pause(0)  # no need to prove sector 3
     assert not (tmp_path / "store" / "t0" / "data" / "s-t01000-2").exists()
     history = transitions(thread, SectorId(1000, 2))
