@@ -7,9 +7,10 @@ once per module in a module-scoped fixture, because a 2KiB C2 takes a while.
 
 from __future__ import annotations
 
+import itertools
 import os
 import threading
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import pytest
@@ -112,8 +113,16 @@ def manager(tmp_path, clock, pieces_dir, store):
     m.close()
 
 
+_thread_numbers: dict[str, itertools.count] = {}  # by manager state dir
+_thread_numbers_lock = threading.Lock()
+
+
 def allocate(m: EmbeddedManager) -> AllocatedSector:
-    sector = m.allocate_sector(AllocateSpec(), WORKER)
+    """A new sector, for another thread of worker-a at each call (the first is WORKER): a thread
+    that asks again gets back the sector it holds."""
+    with _thread_numbers_lock:
+        thread = next(_thread_numbers.setdefault(str(m.config.state_dir), itertools.count()))
+    sector = m.allocate_sector(AllocateSpec(), replace(WORKER, thread=thread))
     assert sector is not None
     return sector
 
@@ -226,6 +235,8 @@ def test_deals_come_from_piece_files_with_real_commp(manager, pieces_dir, caplog
     write_piece(pieces_dir, "c-large", 1000)  # would not fit next to the two above
     write_piece(pieces_dir, "d-too-big", 3000)  # bigger than a 2KiB sector: never a deal
     write_piece(pieces_dir, ".e-being-written", 100)
+    assert manager.acquire_deals(allocate(manager).id, AcquireDealsSpec()) == []  # not imported yet: CC
+    manager.import_pieces()  # what the background scanner does; commP is never computed in a call
 
     first = allocate(manager)
     deals = manager.acquire_deals(first.id, AcquireDealsSpec())
@@ -239,18 +250,21 @@ def test_deals_come_from_piece_files_with_real_commp(manager, pieces_dir, caplog
     second = allocate(manager)
     assert [Path(d.piece_path).name for d in manager.acquire_deals(second.id, AcquireDealsSpec())] == ["c-large"]
     assert manager.acquire_deals(allocate(manager).id, AcquireDealsSpec()) == []  # the pool is empty: CC
+    manager.import_pieces()
     assert len(manager.deals()) == 3
 
 
 def test_acquire_deals_honours_max_deals(manager, pieces_dir):
     for name in ("a", "b", "c"):
         write_piece(pieces_dir, name, 100)
+    manager.import_pieces()
     deals = manager.acquire_deals(allocate(manager).id, AcquireDealsSpec(max_deals=2))
     assert len(deals) == 2
 
 
 def test_aborted_sectors_release_their_deals(manager, pieces_dir, store):
     write_piece(pieces_dir, "piece", 1000)
+    manager.import_pieces()
     first = allocate(manager)
     deals = manager.acquire_deals(first.id, AcquireDealsSpec())
     assert len(deals) == 1
@@ -282,6 +296,7 @@ def staged_comm_d(deals: list[Deal], workdir: Path) -> bytes:
 def test_pre_commit_comm_d_must_match_the_deals(manager, pieces_dir, tmp_path):
     write_piece(pieces_dir, "a", 200)  # a 254-byte piece, 256 padded
     write_piece(pieces_dir, "b", 400)  # 508, 512 padded: 1280 bytes of zeros fill the sector
+    manager.import_pieces()
     sector = allocate(manager)
     deals = manager.acquire_deals(sector.id, AcquireDealsSpec())
     assert len(deals) == 2
@@ -422,6 +437,7 @@ def test_submit_persisted_checks_the_files(manager, store):
 
 def test_report_state_history_and_operator_abort(manager, pieces_dir):
     write_piece(pieces_dir, "piece", 1000)
+    manager.import_pieces()
     sector = allocate(manager)
     manager.acquire_deals(sector.id, AcquireDealsSpec())
     report = StateReport(WORKER, "Empty", "Allocated", "SectorAllocated")
@@ -461,7 +477,8 @@ def test_rebuild_of_a_finished_sector(manager, clock, store):
     assert (job.comm_r, job.comm_d, job.store, job.is_snapup) == (info.comm_r, info.comm_d, store.name, False)
     assert manager.sector(sector.id).rebuild is RebuildState.Taken
     assert manager.sector(sector.id).holder == OTHER_WORKER
-    assert manager.allocate_rebuild_sector(AllocateSpec(), OTHER_WORKER) is None  # taken
+    assert manager.allocate_rebuild_sector(AllocateSpec(), replace(OTHER_WORKER, thread=2)) is None  # taken
+    assert manager.allocate_rebuild_sector(AllocateSpec(), OTHER_WORKER) == job  # asked again: the same job
 
     manager.report_aborted(sector.id, "rebuild thread crashed")  # the job, not the sector
     assert manager.sector(sector.id).aborted is False
@@ -590,10 +607,12 @@ def snapped(sealed) -> SnapRun:
     m, store = sealed.manager, sealed.store
     without_deals = m.allocate_snapup_sector(AllocateSpec(), AcquireDealsSpec(), OTHER_WORKER)
     write_piece(sealed.root / "pieces", "deal", 1000)
+    m.import_pieces()
     abandoned = m.allocate_snapup_sector(AllocateSpec(), AcquireDealsSpec(), OTHER_WORKER)
     m.report_aborted(abandoned.sector.id, "snap thread crashed")  # gives up the upgrade, not the sector
     candidate = m.allocate_snapup_sector(AllocateSpec(), AcquireDealsSpec(), OTHER_WORKER)
-    while_upgrading = m.allocate_snapup_sector(AllocateSpec(), AcquireDealsSpec(), OTHER_WORKER)
+    while_upgrading = m.allocate_snapup_sector(AllocateSpec(), AcquireDealsSpec(), replace(OTHER_WORKER, thread=7))
+    assert m.allocate_snapup_sector(AllocateSpec(), AcquireDealsSpec(), OTHER_WORKER) == candidate  # asked again
 
     sector_id = candidate.sector.id
     update = PROOF.update_proof

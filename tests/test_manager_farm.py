@@ -232,6 +232,7 @@ def test_heartbeat_sender_keeps_an_embedded_manager_informed(manager, clock):
 
 def test_an_expired_pre_commit_is_final_and_releases_the_deals(manager, clock, tmp_path):
     (tmp_path / "pieces" / "deal-1").write_bytes(os.urandom(1000))
+    manager.import_pieces()
     sector = allocate(manager)
     deals = manager.acquire_deals(sector.id, AcquireDealsSpec())
     assert len(deals) == 1
@@ -410,7 +411,9 @@ def test_hostile_requests_get_clear_statuses_and_leave_the_manager_working(manag
     # nothing the hostile requests sent was recorded, and the manager keeps working
     assert manager.sector(sector.id).pre_commit.info == info
     assert manager.history(sector.id) == []
-    assert [allocate(client).id.number for _ in range(2)] == [2, 3]
+    others = [dataclasses.replace(WORKER, thread=t) for t in (1, 2)]  # WORKER holds sector 1: it gets it again
+    assert [allocate(client, w).id.number for w in others] == [2, 3]
+    assert allocate(client).id == sector.id
 
 
 # ---------------------------------------------------------------------------------------------

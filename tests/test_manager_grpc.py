@@ -8,6 +8,7 @@ here they are only checked for their refusals and error statuses.
 
 from __future__ import annotations
 
+import itertools
 import os
 import re
 import signal
@@ -15,7 +16,7 @@ import subprocess
 import sys
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import grpc
@@ -120,8 +121,16 @@ def client(running):
     c.close()
 
 
+_thread_numbers: dict[str, itertools.count] = {}  # by manager address
+_thread_numbers_lock = threading.Lock()
+
+
 def allocate(client: RemoteManager) -> AllocatedSector:
-    sector = client.allocate_sector(AllocateSpec(), WORKER)
+    """A new sector, for another thread of worker-a at each call (the first is WORKER): a thread
+    that asks again gets back the sector it holds."""
+    with _thread_numbers_lock:
+        thread = next(_thread_numbers.setdefault(client.addr, itertools.count()))
+    sector = client.allocate_sector(AllocateSpec(), replace(WORKER, thread=thread))
     assert sector is not None
     return sector
 
@@ -188,6 +197,7 @@ def test_allocate_spec_travels_intact(client):
 def test_sealing_calls_round_trip(running, client):
     clock, manager = running.clock, running.manager
     (running.root / "pieces" / "deal-1").write_bytes(os.urandom(1000))
+    manager.import_pieces()  # what the manager's background scanner does
     sector = allocate(client)
     assert sector == AllocatedSector(SectorId(MINER, 1), PROOF)
 

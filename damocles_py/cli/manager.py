@@ -133,7 +133,8 @@ def _cmd_run(args) -> int:
         metrics_listen = _listen_arg(args.metrics_listen, "--metrics-listen", METRICS_ADDR_EXAMPLE)
     config = _embedded_config(args)
     stores = _stores_arg(args.store)
-    manager = EmbeddedManager(config, stores)
+    # New piece files are imported by the manager's background scanner: serving starts at once.
+    manager = EmbeddedManager(config, stores, initial_scan=False)
     service = ManagerService(manager)
     metrics = metrics_server = None
     try:

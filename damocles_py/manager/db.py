@@ -163,6 +163,14 @@ class UpgradeState(enum.Enum):
     Upgraded = "upgraded"  # its update proof was accepted
 
 
+class HeldJob(enum.Enum):
+    """What a thread may hold, one of each kind at most; the value selects its sector row."""
+
+    Seal = "finished = 0 AND aborted = 0"
+    Upgrade = "aborted = 0 AND upgrade = 'upgrading'"
+    Rebuild = "aborted = 0 AND rebuild = 'taken'"
+
+
 @dataclass(frozen=True)
 class PreCommitRecord:
     info: PreCommitInfo
@@ -427,6 +435,19 @@ class Tx:
             f"SELECT * FROM sectors WHERE rebuild = 'requested'{miner_sql}{proof_sql}"
             " ORDER BY miner, number LIMIT 1",
             [*miner_params, *proof_params],
+        )
+        return None if row is None else _sector_from_row(row)
+
+    def held_by(self, worker: WorkerRef, kind: "HeldJob") -> SectorRecord | None:
+        """The job of `kind` that the thread `worker` holds and has not reported done, if any.
+
+        Allocation hands it back to the same thread, so an answer lost on the way (a timeout, a
+        worker killed before it saved the sector) never strands a sector: asking again returns it.
+        """
+        row = self._one(
+            f"SELECT * FROM sectors WHERE holder_instance = ? AND holder_thread = ? AND {kind.value}"
+            " ORDER BY miner, number LIMIT 1",
+            (worker.instance, worker.thread),
         )
         return None if row is None else _sector_from_row(row)
 

@@ -29,6 +29,7 @@ from damocles_py.manager.chain import Clock, SimulatedChain
 from damocles_py.manager.db import (
     CommitRecord,
     DealRecord,
+    HeldJob,
     HistoryRow,
     ManagerDB,
     PreCommitRecord,
@@ -78,6 +79,10 @@ from damocles_py.proofs import PieceInfo, SealProof
 log = logging.getLogger(__name__)
 
 _GENESIS_KEY = "genesis"
+
+# How often the pieces dir is scanned for new files in the background (commP is computed there,
+# never inside a worker's call); a worker asking for deals also wakes the scanner at once.
+PIECE_SCAN_INTERVAL = 10.0
 
 
 def sector_entropy(sector: SectorId) -> bytes:
@@ -207,7 +212,10 @@ def _on_chain_status(state: Submission, landing_epoch: int | None, reason: str |
 class EmbeddedManager:
     """A `SectorManager` for one miner (`config.miner`), sealing `config.seal_proof` sectors."""
 
-    def __init__(self, config: EmbeddedManagerConfig, stores: list[StoreInfo], clock: Clock = time.time):
+    def __init__(self, config: EmbeddedManagerConfig, stores: list[StoreInfo], clock: Clock = time.time,
+                 piece_scan_interval: float | None = PIECE_SCAN_INTERVAL, initial_scan: bool = True):
+        """`initial_scan`: import the pieces dir before returning (at start, never in a call);
+        `piece_scan_interval` None: no background scanner (`import_pieces` is then the only way)."""
         self.config = config
         self.miner = config.miner
         self.seal_proof = config.seal_proof
@@ -217,6 +225,16 @@ class EmbeddedManager:
         self.chain = SimulatedChain(self._genesis(), config.block_time, clock)
         self._scan_lock = threading.Lock()  # one pieces-dir scan at a time: commP once per file
         self._warned_pieces: set[str] = set()
+        self._stopping = threading.Event()
+        self._wake_scanner = threading.Event()
+        self._scanner: threading.Thread | None = None
+        if config.pieces_dir is not None:
+            if initial_scan:
+                self._register_new_pieces()
+            if piece_scan_interval is not None:
+                self._scanner = threading.Thread(target=self._scan_loop, args=(piece_scan_interval,),
+                                                 name="piece-scanner", daemon=True)
+                self._scanner.start()
 
     def _genesis(self) -> float:
         """Genesis is the first start; persisted so epochs keep counting across restarts."""
@@ -229,7 +247,22 @@ class EmbeddedManager:
             return genesis
 
     def close(self) -> None:
+        self._stopping.set()
+        self._wake_scanner.set()
+        if self._scanner is not None:
+            self._scanner.join(timeout=30)  # a scan stops between files
         self._db.close()
+
+    def _scan_loop(self, interval: float) -> None:
+        while not self._stopping.is_set():
+            try:
+                self._register_new_pieces()
+            except Exception:  # noqa: BLE001 - the scanner must outlive a bad file or a busy disk
+                if self._stopping.is_set():
+                    return
+                log.exception("scanning the pieces dir failed; trying again in %.0fs", interval)
+            self._wake_scanner.wait(interval)
+            self._wake_scanner.clear()
 
     # -----------------------------------------------------------------------------------------
     # read APIs (debugging, tests, the CLI)
@@ -308,7 +341,7 @@ class EmbeddedManager:
     def import_pieces(self) -> list[Deal]:
         """Operator action: turn new files in the pieces dir into deals now; returns the new deals.
 
-        (Deals are otherwise imported when a worker asks for some.)"""
+        (Deals are otherwise imported by the background scanner, every `piece_scan_interval`.)"""
         before = {r.deal.deal_id for r in self.deals()}
         self._register_new_pieces()
         return [r.deal for r in self.deals() if r.deal.deal_id not in before]
@@ -325,13 +358,19 @@ class EmbeddedManager:
             with self._db.transaction() as tx:
                 known = tx.known_piece_paths()
             for path in sorted(pieces_dir.iterdir()):
+                if self._stopping.is_set():
+                    return
                 # Dot files are skipped: the usual way to write a file and rename it in when complete.
                 if path.name.startswith(".") or not path.is_file() or str(path) in known:
                     continue
                 self._register_piece(path)
 
     def _register_piece(self, path: Path) -> None:
-        payload_size = path.stat().st_size
+        try:
+            payload_size = path.stat().st_size
+        except OSError as e:  # removed or unreadable since the listing: the next scan sees it again
+            self._warn_once(str(path), "piece %s skipped: %s", path, e)
+            return
         capacity = self.seal_proof.sector_size.unpadded
         if payload_size > capacity:
             self._warn_once(str(path), "piece %s (%d bytes) does not fit a %s sector (%d bytes); skipped",
@@ -360,6 +399,10 @@ class EmbeddedManager:
         now = self._clock()
         with self._db.transaction() as tx:
             tx.touch_worker(worker.instance, now)  # asking for work is a sign of life
+            held = tx.held_by(worker, HeldJob.Seal)
+            if held is not None:  # its earlier answer was lost: the same sector again
+                log.info("sector %s handed again to %s/%d, which holds it", held.id, worker.instance, worker.thread)
+                return AllocatedSector(held.id, held.proof)
             if not _allows(spec, self.miner, self.seal_proof):
                 return None
             sector_id = SectorId(self.miner, tx.next_sector_number(self.miner))
@@ -368,7 +411,7 @@ class EmbeddedManager:
         return AllocatedSector(sector_id, self.seal_proof)
 
     def acquire_deals(self, sector: SectorId, spec: AcquireDealsSpec) -> list[Deal]:
-        self._register_new_pieces()
+        self._wake_scanner.set()  # new files become deals soon; this call never waits for commP
         with self._db.transaction() as tx:
             record = self._require_active(tx, sector)
             assigned = tx.deals_of(sector, for_upgrade=False)
@@ -547,9 +590,15 @@ class EmbeddedManager:
 
     def allocate_snapup_sector(self, spec: AllocateSpec, deals: AcquireDealsSpec,
                                worker: WorkerRef) -> SnapUpCandidate | None:
-        self._register_new_pieces()
+        self._wake_scanner.set()
         with self._db.transaction() as tx:
             tx.touch_worker(worker.instance, self._clock())
+            held = tx.held_by(worker, HeldJob.Upgrade)
+            if held is not None:  # its earlier answer was lost: the same candidate, the same deals
+                log.info("snap-up of %s handed again to %s/%d", held.id, worker.instance, worker.thread)
+                return SnapUpCandidate(AllocatedSector(held.id, held.proof),
+                                       tuple(tx.deals_of(held.id, for_upgrade=True)),
+                                       held.pre_commit.info.comm_r, held.store)
             record = tx.first_snapup_candidate(spec.allowed_miners, spec.allowed_proofs)
             if record is None:
                 return None
@@ -621,6 +670,10 @@ class EmbeddedManager:
     def allocate_rebuild_sector(self, spec: AllocateSpec, worker: WorkerRef) -> RebuildJob | None:
         with self._db.transaction() as tx:
             tx.touch_worker(worker.instance, self._clock())
+            held = tx.held_by(worker, HeldJob.Rebuild)
+            if held is not None:  # its earlier answer was lost: the same job
+                log.info("rebuild of %s handed again to %s/%d", held.id, worker.instance, worker.thread)
+                return self._rebuild_job(tx, held)
             record = tx.first_rebuild_request(spec.allowed_miners, spec.allowed_proofs)
             if record is None:
                 return None
