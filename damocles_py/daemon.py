@@ -9,39 +9,56 @@ from __future__ import annotations
 
 import logging
 import os
-import secrets
 import signal
 import threading
 import time
-from pathlib import Path
 
+from damocles_py.admin.token import ensure_token
 from damocles_py.config.schema import Config
 from damocles_py.errors import UserError
 from damocles_py.fsm.context import StageLimits
 from damocles_py.manager.heartbeat import HeartbeatSender
 from damocles_py.manager.interface import SectorId, SectorManager, StoreInfo, ThreadSummary
+from damocles_py.preflight import admin_token_path, start_problems
+from damocles_py.store.durable import make_dirs
+from damocles_py.store.location import DirLock
 from damocles_py.thread.logs import install_rust_log_routing
 from damocles_py.thread.observer import WorkerObserver
 from damocles_py.thread.runtime import SealingThread, WorkerContext
 
 log = logging.getLogger("damocles.daemon")
 
-TOKEN_FILE = "admin.token"
-
-
-def admin_token_path(config: Config) -> Path:
-    return config.worker.state_dir / TOKEN_FILE
+__all__ = ["WorkerDaemon", "admin_token_path", "build_manager", "ensure_admin_token", "preflight"]
 
 
 def ensure_admin_token(config: Config) -> str:
     """The token every state-changing admin call must carry; created once, readable by the owner only."""
-    path = admin_token_path(config)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    if not path.exists():
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "w") as f:
-            f.write(secrets.token_hex(32))
-    return path.read_text().strip()
+    return ensure_token(admin_token_path(config))
+
+
+def preflight(config: Config) -> None:
+    """Refuse a config that cannot start, before anything is created, locked or started."""
+    problems = start_problems(config)
+    if problems:
+        more = (f" ({len(problems) - 1} more problem(s): see `damocles-worker daemon --check -c {config.path}`)"
+                if len(problems) > 1 else "")
+        raise UserError(problems[0] + more)
+
+
+def lock_dirs(config: Config) -> list[DirLock]:
+    """Lock the worker's state_dir and every thread location for this process's lifetime."""
+    make_dirs(config.worker.state_dir)
+    wanted = [(config.worker.state_dir, "worker.state_dir")] + [
+        (t.location, f"sealing_thread[{t.index}] location") for t in config.sealing_threads]
+    locks: list[DirLock] = []
+    try:
+        for directory, what in wanted:
+            locks.append(DirLock(directory, what).acquire())
+    except BaseException:
+        for lock in locks:
+            lock.release()
+        raise
+    return locks
 
 
 def build_manager(config: Config) -> SectorManager:
@@ -63,15 +80,18 @@ class WorkerDaemon:
         self.max_sectors = max_sectors
         self._started = 0
         self._admission = threading.Lock()
+        preflight(config)
+        self._locks = lock_dirs(config)
+        try:
+            self._build(config, manager, observer)
+        except BaseException:
+            self._release_locks()
+            raise
+
+    def _build(self, config: Config, manager: SectorManager | None, observer: WorkerObserver | None) -> None:
         for store in config.attached:
             if store.create:
-                store.location.mkdir(parents=True, exist_ok=True)
-            if not store.location.is_dir():
-                raise UserError(
-                    f"{config.path}: attached store {store.name!r}: {store.location} is not a directory. "
-                    f"Fix: mount or create it (mkdir -p {store.location}), set `create = true` for a local store, "
-                    f"or correct [[attached]] location"
-                )
+                make_dirs(store.location)
         self.observer = observer or self._default_observer()
         self.manager = manager or build_manager(config)
         if config.metrics.enable:
@@ -153,6 +173,12 @@ class WorkerDaemon:
         close = getattr(self.manager, "close", None)
         if close:
             close()
+        self._release_locks()
+
+    def _release_locks(self) -> None:
+        for lock in self._locks:
+            lock.release()
+        self._locks = []
 
     def run(self, stop_after_sectors: int | None = None) -> int:
         """Run until a signal (or until `stop_after_sectors` sectors are done). Returns an exit code.

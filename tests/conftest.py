@@ -25,6 +25,7 @@ import pytest
 from damocles_py.config.load import load_config
 from damocles_py.config.schema import Config
 from damocles_py.manager.client import RemoteManager
+from damocles_py.store.location import init_location
 
 
 # A 2KiB C2 is ~50 s here; this is its budget on a 3x slower machine, with margin.
@@ -76,6 +77,7 @@ def write_config(root: Path, plans=("sealer",), sealing=None, embedded=None, man
     lines.append("[sealing]\n" + "".join(f"{k} = {toml_value(v)}\n" for k, v in sealing.items()))
     for i, plan in enumerate(plans):
         lines.append(f'[[sealing_thread]]\nlocation = "./store/t{i}"\nplan = "{plan}"\n')
+        init_location(root / "store" / f"t{i}")  # as an operator does: store sealing-init
         overrides = (thread_sealing or {}).get(i)
         if overrides:
             lines.append("[sealing_thread.sealing]\n" + "".join(f"{k} = {toml_value(v)}\n" for k, v in overrides.items()))

@@ -50,8 +50,7 @@ seal_interval = "10s"
 recover_interval = 20
 rpc_polling_interval = "3m"
 ignore_proof_check = true
-request_task_max_retries = 4
-verify_after_pc2 = true
+verify_after_pc2 = false
 
 [[sealing_thread]]
 location = "./store/t0"
@@ -130,7 +129,6 @@ def test_full_config_round_trip(tmp_path):
         allowed_miners=(1000, 1001), allowed_sizes=(SectorSize(2048), SectorSize(8 << 20)),
         enable_deals=True, disable_cc=False, max_deals=3, min_deal_space=1024, max_retries=7,
         seal_interval=10.0, recover_interval=20.0, rpc_polling_interval=180.0, ignore_proof_check=True,
-        request_task_max_retries=4, verify_after_pc2=True,
     )
 
     t0, t1 = cfg.sealing_threads
@@ -282,6 +280,25 @@ INVALID = {
     "duplicate attached name": (THREAD + '[[attached]]\nname = "a"\nlocation = "p1"\n'
                                 '[[attached]]\nname = "a"\nlocation = "p2"\n', "attached[1].name",
                                 "unique `name`"),
+    # values beyond what anything downstream can hold (issue 7, item 18)
+    "300 years": ('[sealing]\nrecover_interval = "109500d"\n' + THREAD, "sealing.recover_interval",
+                  'at most `recover_interval = "365d"`'),
+    "huge seconds": ("[worker]\nping_interval = 1e12\n" + THREAD, "worker.ping_interval", "maximum of 365 days"),
+    "huge int": ("[sealing]\nmax_deals = 99999999999999999999\n" + THREAD, "sealing.max_deals",
+                 "at most 9223372036854775807"),
+    "huge miner": ("[sealing]\nallowed_miners = [99999999999999999999]\n" + THREAD, "sealing.allowed_miners[0]",
+                   "at most 9223372036854775807"),
+    "huge size": ('[sealing]\nmin_deal_space = "99999999999TiB"\n' + THREAD, "sealing.min_deal_space",
+                  "larger than 9223372036854775807 bytes"),
+    "unknown user home": ('[[sealing_thread]]\nlocation = "~nosuchuser/x"\n', "sealing_thread[0].location",
+                          'cannot expand "~nosuchuser"'),
+    # keys damocles-worker has that would be read and then do nothing here
+    "request_task_max_retries": ("[sealing]\nrequest_task_max_retries = 3\n" + THREAD,
+                                 "sealing.request_task_max_retries", "not supported yet"),
+    "verify_after_pc2 on": ("[sealing]\nverify_after_pc2 = true\n" + THREAD, "sealing.verify_after_pc2",
+                            "not supported yet"),
+    "verify_after_pc2 on in a thread": (THREAD + "[sealing_thread.sealing]\nverify_after_pc2 = true\n",
+                                        "sealing_thread[0].sealing.verify_after_pc2", "not supported yet"),
 }
 
 

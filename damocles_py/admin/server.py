@@ -14,6 +14,7 @@ import grpc
 
 from damocles_py.admin import worker_admin_pb2 as pb
 from damocles_py.admin import worker_admin_pb2_grpc as pb_grpc
+from damocles_py.admin.token import MIN_TOKEN_CHARS
 from damocles_py.errors import UserError
 from damocles_py.fsm.failure import Failure
 from damocles_py.fsm.states import State
@@ -38,19 +39,22 @@ def read_log_tail(path, max_bytes: int) -> str:
 
 class AdminService(pb_grpc.WorkerAdminServicer):
     def __init__(self, daemon, token: str):
+        if len(token or "") < MIN_TOKEN_CHARS:  # an empty token would accept `Bearer ` with nothing after it
+            raise UserError(f"the admin token has {len(token or '')} characters, at least {MIN_TOKEN_CHARS} are needed")
         self.daemon = daemon
         self.token = token
 
     def _authorize(self, context) -> None:
         sent = dict(context.invocation_metadata()).get("authorization", "")
-        if not hmac.compare_digest(sent.encode(), f"Bearer {self.token}".encode()):
+        token = sent[len("Bearer "):] if sent.startswith("Bearer ") else ""
+        if len(token) < MIN_TOKEN_CHARS or not hmac.compare_digest(token.encode(), self.token.encode()):
             context.abort(grpc.StatusCode.UNAUTHENTICATED,
                           "missing or wrong admin token: pass -c <the worker's sealing.toml> so the CLI "
                           "reads the token from the worker's state_dir")
 
     def _thread(self, index: int, context):
         threads = self.daemon.threads
-        if index >= len(threads):
+        if not 0 <= index < len(threads):
             context.abort(grpc.StatusCode.NOT_FOUND,
                           f"no sealing thread with index {index}; this worker has indexes 0..{len(threads) - 1}")
         return threads[index]
@@ -130,7 +134,8 @@ class AdminService(pb_grpc.WorkerAdminServicer):
 
 
 def serve_admin(daemon, address: str, token: str) -> grpc.Server:
-    server = grpc.server(futures.ThreadPoolExecutor(max_workers=4))
+    # grpc enables SO_REUSEPORT by default: a second daemon would then share the port silently
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=4), options=[("grpc.so_reuseport", 0)])
     pb_grpc.add_WorkerAdminServicer_to_server(AdminService(daemon, token), server)
     if server.add_insecure_port(address) == 0:
         raise UserError(f"cannot listen on {address} for the admin API (in use?). "

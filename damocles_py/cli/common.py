@@ -14,6 +14,24 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     return (UserError, InvalidInput, ParametersMissing, ProofsError, OSError)
 
 
+class OneLineParser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line on stderr (naming the fix), like every other error."""
+
+    def error(self, message: str):
+        self.exit(2, f"error: {self.prog}: {message}. Fix: see `{self.prog} --help`\n")
+
+
+def non_negative_int(text: str) -> int:
+    """An argparse type for indexes and counts: a whole number >= 0, at most 2**31-1."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if not 0 <= value < 2**31:
+        raise argparse.ArgumentTypeError(f"expected a whole number from 0 to {2**31 - 1}, got {text}")
+    return value
+
+
 def run_main(parser: argparse.ArgumentParser, argv: list[str] | None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(

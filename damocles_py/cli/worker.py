@@ -8,7 +8,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from damocles_py.cli.common import run_main
+from damocles_py.cli.common import OneLineParser, run_main
 
 
 def _cmd_params_generate(args) -> int:
@@ -57,7 +57,7 @@ def _cmd_bench(args) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="damocles-worker", description="Filecoin sector-sealing worker")
+    p = OneLineParser(prog="damocles-worker", description="Filecoin sector-sealing worker")
     sub = p.add_subparsers(dest="command", required=True)
 
     params_p = sub.add_parser("params", help="Groth parameter files")

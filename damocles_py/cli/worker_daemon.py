@@ -6,6 +6,7 @@ import json
 import os
 import time
 
+from damocles_py.cli.common import non_negative_int
 from damocles_py.errors import UserError
 
 DEFAULT_CONFIG = "sealing.toml"
@@ -20,9 +21,24 @@ def _cmd_daemon(args) -> int:
     from damocles_py.daemon import WorkerDaemon
 
     config = load_config(_config_path(args))
+    if args.check:
+        return _check(config)
     n = args.stop_after_sectors
     # Sectors in flight when the daemon starts (resumed after a restart) count towards n.
     return WorkerDaemon(config, max_sectors=n).run(stop_after_sectors=n)
+
+
+def _check(config) -> int:
+    """`daemon --check`: what a start would run and every problem it would hit; changes nothing."""
+    from damocles_py.preflight import check_problems, describe, start_problems
+
+    for line in describe(config):
+        print(line)
+    problems = start_problems(config) + check_problems(config)
+    for problem in problems:
+        print(f"problem: {problem}")
+    print(f"{len(problems)} problem(s): the daemon would not start" if problems else "ok: the daemon can start")
+    return 1 if problems else 0
 
 
 def _client(args, need_token: bool):
@@ -33,14 +49,13 @@ def _client(args, need_token: bool):
     token = None
     path = _config_path(args)
     if os.path.exists(path):
+        from damocles_py.admin.token import read_token
         from damocles_py.config.load import load_config
-        from damocles_py.daemon import admin_token_path
+        from damocles_py.preflight import admin_token_path
 
         config = load_config(path)
         host = host or config.worker.rpc_server.address
-        token_file = admin_token_path(config)
-        if token_file.exists():
-            token = token_file.read_text().strip()
+        token = read_token(admin_token_path(config))  # an empty or short token file is an error, not a credential
     elif need_token or not host:
         raise UserError(f"no config file at {path}. Fix: pass -c <the worker's sealing.toml> "
                         f"(the admin address and token come from it)")
@@ -86,18 +101,27 @@ def _cmd_resume(args) -> int:
 def _cmd_sealing_init(args) -> int:
     from pathlib import Path
 
+    from damocles_py.store.location import init_location
     from damocles_py.store.thread_db import ThreadDB
 
     for loc in args.loc:
-        path = Path(loc).resolve()
-        (path / "data").mkdir(parents=True, exist_ok=True)
-        (path / "logs").mkdir(exist_ok=True)
+        try:
+            path = Path(loc).expanduser()
+        except RuntimeError as e:  # ~user that does not exist
+            raise UserError(f"cannot use location {loc!r}: {e}. Fix: write the full path") from None
+        path = init_location(path)
         ThreadDB(path).close()
         print(f"sealing location ready: {path}")
     return 0
 
 
 def _cmd_sector_debug(args) -> int:
+    from damocles_py.manager.interface import SectorId
+
+    try:
+        SectorId.parse(args.sector)
+    except ValueError as e:
+        raise UserError(str(e)) from None
     resp = _client(args, need_token=False).sector_debug(args.sector, logs=args.logs)
     for job in resp.jobs:
         print(f"sector {resp.sector_id}  plan {job.plan}  thread {job.thread}  proof {job.proof_type or '-'}")
@@ -132,7 +156,10 @@ def add_commands(sub) -> None:
 
     d = sub.add_parser("daemon", help="run the sealing threads")
     d.add_argument("-c", "--config", help="sealing.toml (env DAMOCLES_WORKER_CONFIG)")
-    d.add_argument("--stop-after-sectors", type=int, default=None,
+    d.add_argument("--check", action="store_true",
+                   help="validate everything a start would (config, locations, locks, stores, ports, token, "
+                        "manager, parameters), print what would run, exit 0 or 1; changes nothing")
+    d.add_argument("--stop-after-sectors", type=non_negative_int, default=None,
                    help="exit once this many sectors are finished or aborted (for qualification runs)")
     d.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     d.set_defaults(func=_cmd_daemon)
@@ -143,10 +170,10 @@ def add_commands(sub) -> None:
     lst.add_argument("--json", action="store_true")
     lst.set_defaults(func=_cmd_list)
     pause = with_client_args(wsub.add_parser("pause", help="pause a thread before its next stage"))
-    pause.add_argument("-i", "--index", type=int, required=True)
+    pause.add_argument("-i", "--index", type=non_negative_int, required=True)
     pause.set_defaults(func=_cmd_pause)
     resume = with_client_args(wsub.add_parser("resume", help="resume a paused thread"))
-    resume.add_argument("-i", "--index", type=int, required=True)
+    resume.add_argument("-i", "--index", type=non_negative_int, required=True)
     resume.add_argument("-s", "--state", help="rewind to this state, or Aborted to abandon the sector")
     resume.set_defaults(func=_cmd_resume)
 

@@ -164,15 +164,21 @@ def _bool(value: Any, key: str) -> bool:
     return value
 
 
+# The largest whole number anything downstream can hold (SQLite INTEGER, the RPCs' 64-bit fields).
+MAX_INT = 2**63 - 1
+
+
 def _int(minimum: int, maximum: int | None = None, example: int | None = None) -> Parser:
     """Whole numbers in [minimum, maximum]. TOML `true` is a Python int too, so it is refused here."""
-    if maximum is not None:
+    too_big = maximum is None
+    maximum = MAX_INT if maximum is None else maximum
+    if not too_big:
         expected = f"a whole number from {minimum} to {maximum}"
     else:
-        expected = "a positive whole number" if minimum == 1 else f"a whole number >= {minimum}"
+        expected = ("a positive whole number" if minimum == 1 else f"a whole number >= {minimum}") + f" (at most {maximum})"
 
     def parse(value: Any, key: str) -> int:
-        in_range = isinstance(value, int) and value >= minimum and (maximum is None or value <= maximum)
+        in_range = isinstance(value, int) and minimum <= value <= maximum
         if isinstance(value, bool) or not in_range:
             fix = f"write it like {_example(key, minimum if example is None else example)}"
             if isinstance(value, str):
@@ -241,6 +247,9 @@ _DURATION_PART = r"(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)"  # "ms" before "m", or "5ms" 
 _DURATION_RE = re.compile(rf"(?:{_DURATION_PART}\s*)+")
 
 
+MAX_DURATION = 365 * 86400.0
+
+
 def parse_duration(value: Any, key: str) -> float:
     """Seconds from a number (seconds) or a string like "500ms", "30s", "5m", "1h", "1m30s".
 
@@ -258,6 +267,9 @@ def parse_duration(value: Any, key: str) -> float:
     if not (math.isfinite(seconds) and seconds > 0):
         raise _invalid(key, f"the duration must be more than zero, got {_given(value)}",
                        f'write a positive duration like {_example(key, "30s")}')
+    if seconds > MAX_DURATION:  # beyond what a timer can wait for (Python's TIMEOUT_MAX is ~292 years)
+        raise _invalid(key, f"the duration is longer than the maximum of 365 days, got {_given(value)}",
+                       f'write at most {_example(key, "365d")}')
     return seconds
 
 
@@ -268,10 +280,15 @@ _BYTES_RE = re.compile(r"(\d+)\s*(B|KiB|MiB|GiB|TiB)?")
 def parse_bytes(value: Any, key: str) -> int:
     """Bytes from a whole number or a string like "2KiB", "512MiB", "32GiB" (binary units only)."""
     if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
-        return value
-    m = _BYTES_RE.fullmatch(value.strip()) if isinstance(value, str) else None
-    if m:
-        return int(m.group(1)) * _BYTE_UNITS[m.group(2) or ""]
+        n = value
+    else:
+        m = _BYTES_RE.fullmatch(value.strip()) if isinstance(value, str) else None
+        n = int(m.group(1)) * _BYTE_UNITS[m.group(2) or ""] if m else None
+    if n is not None and n <= MAX_INT:
+        return n
+    if n is not None:
+        raise _invalid(key, f"the size is larger than {MAX_INT} bytes, got {_given(value)}",
+                       f'write a smaller size like {_example(key, "512MiB")}')
     raise _invalid(key, f"expected a size in bytes, got {_given(value)}",
                    f'write it like {_example(key, "512MiB")} '
                    "(units B, KiB, MiB, GiB, TiB: binary, so KiB rather than KB), or a whole number of bytes")
@@ -354,6 +371,18 @@ def _check_unique(items: tuple, attr: str, key: str, fix: str) -> None:
         first_at[value] = i
 
 
+def _unsupported(value: Any, key: str) -> Any:
+    """A damocles-worker key this worker does not implement yet: refused, never silently ignored."""
+    raise _invalid(key, "not supported yet by damocles-py (it would be read and then do nothing)",
+                   f"remove `{_leaf(key)}` from the file")
+
+
+def _off_only(value: Any, key: str) -> None:
+    """A feature not implemented yet: `false` says what happens anyway; `true` is refused."""
+    if _bool(value, key):
+        _unsupported(value, key)
+
+
 _SEALING: dict[str, Parser] = {
     "allowed_miners": _list_of(_int(0, example=1000)),
     "allowed_sizes": _list_of(_sector_size),
@@ -366,9 +395,17 @@ _SEALING: dict[str, Parser] = {
     "recover_interval": parse_duration,
     "rpc_polling_interval": parse_duration,
     "ignore_proof_check": _bool,
-    "request_task_max_retries": _int(0, example=3),
-    "verify_after_pc2": _bool,
+    "request_task_max_retries": _unsupported,
+    "verify_after_pc2": _off_only,
 }
+_SEALING_FIELDS = {f.name for f in dataclasses.fields(SealingConfig)}
+
+
+def _sealing_fields(value: Any, key: str) -> dict[str, Any]:
+    """A [sealing] table's values; keys accepted only in their `false` form carry nothing."""
+    return {k: v for k, v in _fields(value, key, _SEALING).items() if k in _SEALING_FIELDS}
+
+
 _RPC_SERVER: dict[str, Parser] = {"host": _string, "port": _int(1, 65535, 17890)}
 _METRICS: dict[str, Parser] = {"enable": _bool, "http_listen": _host_port("127.0.0.1:9000")}
 _LIMITATION: dict[str, Parser] = {"concurrent": _fields_of(dict.fromkeys(STAGE_NAMES, _int(1, example=1)))}
@@ -383,17 +420,23 @@ class _Loader:
 
     def resolve(self, path: Path) -> Path:
         # normpath, not resolve(): the directory may not exist yet, and symlinks are the user's business
-        return Path(os.path.normpath(self.base / path.expanduser()))
+        return Path(os.path.normpath(self.base / path))
 
     def path(self, value: Any, key: str) -> Path:
-        if not isinstance(value, str) or not value.strip():
+        if not isinstance(value, str) or not value.strip() or "\0" in value:
             raise _invalid(key, f"expected a path, got {_given(value)}",
                            f'write it like {_example(key, "./dir")}')
-        return self.resolve(Path(value))
+        try:
+            path = Path(value).expanduser()
+        except RuntimeError:  # `~name` of a user that does not exist (or no home directory)
+            user = value.split("/", 1)[0]
+            raise _invalid(key, f"cannot expand {json.dumps(user)}: no such user or home directory",
+                           f'write the full path, e.g. {_example(key, "/home/<user>/" + value.partition("/")[2])}') from None
+        return self.resolve(path)
 
     def config(self, data: dict[str, Any], path: Path) -> Config:
         _check_keys(data, "", _SECTIONS)
-        sealing = SealingConfig(**_fields(data.get("sealing", {}), "sealing", _SEALING))
+        sealing = SealingConfig(**_sealing_fields(data.get("sealing", {}), "sealing"))
         return Config(
             path=path,
             worker=self.worker(data.get("worker", {}), "worker"),
@@ -455,7 +498,7 @@ class _Loader:
         return threads
 
     def thread(self, value: Any, key: str, index: int, sealing: SealingConfig) -> SealingThreadConfig:
-        values = _fields(value, key, {"location": self.path, "plan": _plan, "sealing": _fields_of(_SEALING)})
+        values = _fields(value, key, {"location": self.path, "plan": _plan, "sealing": _sealing_fields})
         return SealingThreadConfig(
             index=index,
             location=_required(values, "location", key, '"./store/t0"'),

@@ -89,8 +89,6 @@ class SealingConfig:
     recover_interval: float = 60.0
     rpc_polling_interval: float = 180.0
     ignore_proof_check: bool = False
-    request_task_max_retries: int = 3
-    verify_after_pc2: bool = False
 
     @property
     def allowed_proofs(self) -> tuple[SealProof, ...] | None:

@@ -8,6 +8,7 @@ cause stopped it, what it means, and what to do. The README's failure table is g
 from __future__ import annotations
 
 import enum
+import errno
 from dataclasses import dataclass
 
 
@@ -88,6 +89,12 @@ class FailureCause(enum.Enum):
     NoStoreSpace = CauseInfo(
         _T, "Persist", "No [[attached]] persist store has room for the sector.",
         "Free space or attach another store; the thread keeps asking.")
+    StoreFileConflict = CauseInfo(
+        _P, "Persist", "The persist store already holds different files under this sector's name that this "
+        "sector job did not write (perhaps the replica of another, proven sector); they are never overwritten.",
+        "Find out whose files they are (`damocles-manager sector debug <sector>`); if they are not needed, move "
+        "them out of the store (`mv <store>/sealed/<name> <store>/cache/<name> <elsewhere>/`), then "
+        "`worker resume --index N`; or `worker resume --index N --state Aborted` to abandon this sector.")
     SnapProofRejected = CauseInfo(
         _P, "SnapUp", "The manager rejected the snap proof.",
         "Rewind with `--state TreeDBuilt` to re-encode, or `--state Aborted`.")
@@ -141,6 +148,25 @@ class Failure:
 
     def __str__(self) -> str:
         return f"{self.level.value}: {self.cause.name}: {self.detail}"
+
+
+_OUT_OF_SPACE_ERRNOS = (errno.ENOSPC, errno.EDQUOT)
+# How the proofs library (Rust std::io errors turned into ProofsError text) and SQLite say it.
+_OUT_OF_SPACE_TEXT = ("no space left on device", "os error 28", "disk quota exceeded", "os error 122")
+
+
+def is_out_of_space(exc: BaseException) -> bool:
+    """Whether `exc` (or an exception it was raised from) means a full disk, whatever raised it."""
+    seen: set[int] = set()
+    e: BaseException | None = exc
+    while e is not None and id(e) not in seen:
+        seen.add(id(e))
+        if isinstance(e, OSError) and e.errno in _OUT_OF_SPACE_ERRNOS:
+            return True
+        if any(t in str(e).lower() for t in _OUT_OF_SPACE_TEXT):
+            return True
+        e = e.__cause__ or e.__context__
+    return False
 
 
 def describe_all() -> str:

@@ -26,6 +26,23 @@ class ManagerRequestError(Exception):
     """The manager refused the request (unknown sector, wrong worker, malformed input)."""
 
 
+class NotTheHolder(ManagerRequestError):
+    """A report about a sector that another worker thread holds (or nobody, any more)."""
+
+
+# Bounds of what a caller may make the manager store: names are refused beyond their limit,
+# free text (reasons, failure descriptions) is cut there.
+MAX_NAME_CHARS = 256
+MAX_TEXT_CHARS = 2048
+
+
+def bounded_text(text: str, limit: int = MAX_TEXT_CHARS) -> str:
+    """`text` made safe to store and print on one line: control characters (newlines, escapes)
+    become spaces, and it is cut at `limit` characters."""
+    clean = "".join(c if c.isprintable() else " " for c in text)
+    return clean if len(clean) <= limit else clean[: limit - 15] + " ...(truncated)"
+
+
 @dataclass(frozen=True, order=True)
 class SectorId:
     miner: int
@@ -38,9 +55,13 @@ class SectorId:
     def parse(cls, text: str) -> "SectorId":
         try:
             miner, number = text.split("-")
-            return cls(int(miner), int(number))
+            sid = cls(int(miner), int(number))
         except ValueError:
             raise ValueError(f"{text!r} is not a sector id; write it as <miner>-<number>, e.g. 1000-3") from None
+        if not (0 <= sid.miner < 2**63 and 0 <= sid.number < 2**63):  # what SQLite and the RPCs can hold
+            raise ValueError(f"{text!r} is not a sector id: miner and number must be whole numbers "
+                             f"from 0 to {2**63 - 1}; write it as <miner>-<number>, e.g. 1000-3")
+        return sid
 
 
 @dataclass(frozen=True)
@@ -51,10 +72,15 @@ class AllocatedSector:
 
 @dataclass(frozen=True)
 class AllocateSpec:
-    """Which sectors a thread may take: None means any."""
+    """Which sectors a thread may take: None means any.
+
+    `allowed_stores`: the persist stores the thread can write to; a snap-up candidate or a
+    rebuild job whose files live elsewhere is never handed to it.
+    """
 
     allowed_miners: tuple[int, ...] | None = None
     allowed_proofs: tuple[SealProof, ...] | None = None
+    allowed_stores: tuple[str, ...] | None = None
 
 
 @dataclass(frozen=True)
@@ -334,6 +360,10 @@ class SectorManager(Protocol):
 
     def report_state(self, sector: SectorId, report: StateReport) -> SectorStateResp: ...
 
-    def report_finalized(self, sector: SectorId) -> None: ...
+    # The final reports name the reporting thread: the manager refuses (NotTheHolder) a report
+    # about a sector that thread does not hold. `cause` is the FailureCause the worker aborted
+    # with (a PieceCommitmentMismatch quarantines the deal named in `reason`).
+    def report_finalized(self, sector: SectorId, *, worker: WorkerRef) -> None: ...
 
-    def report_aborted(self, sector: SectorId, reason: str) -> None: ...
+    def report_aborted(self, sector: SectorId, reason: str, *, worker: WorkerRef,
+                       cause: FailureCause | None = None) -> None: ...

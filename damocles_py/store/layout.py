@@ -6,9 +6,13 @@ Names follow damocles-worker: `s-t0<miner>-<number>`, with `sealed/`, `cache/`, 
 
 from __future__ import annotations
 
+import json
+import secrets
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
+
+from damocles_py.store.durable import copy_durably, same_content, write_durably
 
 # Cache files proving needs after sealing (the rest of the cache is scratch).
 PERSISTED_CACHE_GLOBS = ("p_aux", "t_aux", "sc-02-data-tree-r-last*.dat")
@@ -85,11 +89,44 @@ class PersistLayout:
 
 
 def copy_atomically(src: Path, dest: Path) -> None:
-    """Copy a file so that `dest` either is complete or does not exist (crash-safe, idempotent)."""
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dest.with_name(f".{dest.name}.partial")
-    shutil.copyfile(src, tmp)
-    tmp.replace(dest)
+    """Copy a file so that `dest` either is complete or does not exist, and is on disk (fsynced)."""
+    copy_durably(src, dest)
+
+
+class StoreConflict(Exception):
+    """A persist store holds different files under a sector's name that this sector job did not write."""
+
+
+def job_token(job_root: Path) -> str:
+    """A random name for one sector job, kept in its scratch folder (a new job starts a new folder).
+
+    It marks the files the job persists, so that re-running its own persist (after a crash, or a
+    rewind that re-seals with a new ticket) may replace them, and nothing else may be replaced.
+    """
+    path = job_root / "persist.job"
+    if not path.is_file() or not path.read_text().strip():
+        write_durably(path, secrets.token_hex(16).encode())
+    return path.read_text().strip()
+
+
+def persist_group(pairs: list[tuple[Path, Path]], token: str, replace: bool = False) -> None:
+    """Copy (src, dest) pairs into a store durably; the first dest names the group's claim file.
+
+    A dest that exists with other content is replaced only if this job wrote it (its token is in
+    the claim file) or `replace` is set (a rebuild, whose output was checked against the chain);
+    otherwise StoreConflict, and nothing is written. Identical files are left as they are.
+    """
+    first = pairs[0][1]
+    claim = first.with_name(f".{first.name}.job")
+    ours = replace or (claim.is_file() and claim.read_text().strip() == token)
+    todo = [(src, dest) for src, dest in pairs if ours or not dest.exists() or not same_content(src, dest)]
+    if not ours:
+        taken = [dest for _, dest in todo if dest.exists()]
+        if taken:
+            raise StoreConflict(", ".join(map(str, taken)))
+    write_durably(claim, token.encode())  # before the copies: a crash half-way leaves files we may replace
+    for src, dest in todo:
+        copy_durably(src, dest)
 
 
 def persisted_cache_files(cache_dir: Path) -> list[Path]:

@@ -16,11 +16,11 @@ import time
 import traceback
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Callable
+from typing import Callable, TypeVar
 
 from damocles_py.config.schema import AttachedStoreConfig, SealingThreadConfig
 from damocles_py.fsm.context import Interrupted, ResumeRequest, StageContext, StageLimits, ThreadControl
-from damocles_py.fsm.failure import Failure, FailureCause, FailureLevel, SealingFailure
+from damocles_py.fsm.failure import Failure, FailureCause, FailureLevel, SealingFailure, is_out_of_space
 from damocles_py.fsm.plans import PLANS, PlanSpec
 from damocles_py.fsm.sector import Sector
 from damocles_py.fsm.states import Event, State
@@ -34,10 +34,12 @@ from damocles_py.manager.interface import (
 )
 from damocles_py.proofs import SectorSize
 from damocles_py.store.layout import sector_files, sector_log_path
-from damocles_py.store.thread_db import HistoryEntry, ThreadDB
+from damocles_py.store.thread_db import FLAG_PAUSED_IDLE, HistoryEntry, StateStoreError, ThreadDB
 from damocles_py.thread.observer import WorkerObserver
 
 log = logging.getLogger("damocles.thread")
+
+T = TypeVar("T")
 
 
 @dataclass
@@ -80,6 +82,10 @@ def classify(exc: BaseException) -> Failure:
         cause, detail = FailureCause.ManagerUnreachable, str(exc)
     elif isinstance(exc, ManagerRequestError):
         cause, detail = FailureCause.ManagerRejectedRequest, str(exc)
+    elif isinstance(exc, StateStoreError):
+        cause, detail = FailureCause.StateStoreFailed, str(exc)
+    elif is_out_of_space(exc):  # wherever it was raised: freeing space is the fix, not a retry
+        cause, detail = FailureCause.DiskFull, f"{type(exc).__name__}: {exc}"
     else:
         cause, detail = FailureCause.Unexpected, f"{type(exc).__name__}: {exc}"
     return Failure(cause, cause.level, detail)
@@ -90,14 +96,17 @@ class SealingThread:
         self.cfg = cfg
         self.worker = worker
         self.plan: PlanSpec = PLANS[cfg.plan]
-        cfg.location.mkdir(parents=True, exist_ok=True)
-        self.db = ThreadDB(cfg.location)
+        self.db = ThreadDB(cfg.location)  # the daemon checked the location exists (store sealing-init)
         self.control = ThreadControl()
         self.status = ThreadStatus(cfg.index, cfg.plan.value, str(cfg.location), since=time.time())
         self.ref = WorkerRef(worker.instance, cfg.index, str(cfg.location))
         self._thread: threading.Thread | None = None
         self._loggers: dict[str, logging.Logger] = {}
         self.sectors_done = 0
+        # The sector being driven. In memory it is the truth: after a failed database write the
+        # database lags behind it until the write succeeds.
+        self._sector: Sector | None = None
+        self._store_failure: Failure | None = None  # set while paused on StateStoreFailed
 
     # ------------------------------------------------------------------------------------------
     # control (called from the admin API and the daemon)
@@ -121,19 +130,44 @@ class SealingThread:
     def resume(self, state: State | None) -> bool:
         return self.control.resume(ResumeRequest(state))
 
-    def resumable_states(self, sector: Sector | None = None) -> list[State]:
-        """States `resume --state` accepts now: the current one, earlier ones, and Aborted.
+    def resumable_states(self) -> list[State]:
+        """States `resume --state` accepts now: the current one, earlier ones it has been in, and Aborted.
 
         Empty (would drop the sector without telling anyone) and Finished (would skip its proof)
-        are never accepted; nor are states after the current one, which would skip work.
+        are never accepted; nor are states after the current one, which would skip work, nor
+        states the sector never was in (a rebuild of a sector never upgraded has no snap states).
+        A thread with no allocated sector, a sector already Finished or Aborted (only its report
+        to the manager is pending) and a failed database write accept a plain resume only.
         """
-        sector = sector or self.db.current()
-        plan = PLANS[sector.plan] if sector else self.plan
-        states = [s for s in plan.states if s not in (State.Empty, State.Finished)]
-        if sector is None or sector.state not in states:
-            return [State.Aborted]
-        upto = states.index(sector.state)
-        return states[: upto + 1] + ([State.Aborted] if State.Aborted not in states[: upto + 1] else [])
+        sector = self._sector or self.db.current()
+        if self._store_failure is not None or sector is None or sector.id is None or sector.state.is_final:
+            return []
+        plan = PLANS[sector.plan]
+        been_in = {sector.state}
+        for h in self.db.history(sector.uid):
+            been_in.update((h.prev, h.next))
+        states = [s for s in plan.states if s not in (State.Empty, State.Finished, State.Aborted)
+                  and (s in been_in or s.value in been_in)]
+        return states[: states.index(sector.state) + 1] + [State.Aborted]
+
+    def resume_refusal(self, state: State | None) -> str | None:
+        """Why `resume --state` cannot be honoured now (None: it can)."""
+        if state is None:
+            return None
+        valid = self.resumable_states()
+        if state in valid:
+            return None
+        if not valid:
+            sector = self._sector or self.db.current()
+            if self._store_failure is not None:
+                why = "it is paused because its database could not be written; resume without --state to write again"
+            elif sector is None or sector.id is None:
+                why = "it has no allocated sector to move (it is idle); resume without --state"
+            else:
+                why = (f"its sector is {sector.state.value} and only its report to the manager is pending; "
+                       "resume without --state")
+            return f"cannot be resumed at state {state.value}: {why}"
+        return f"cannot be resumed at state {state.value}; valid states now: {', '.join(s.value for s in valid)}"
 
     # ------------------------------------------------------------------------------------------
     # the loop
@@ -153,15 +187,17 @@ class SealingThread:
             while not self.control.stop_requested:
                 sector = self.db.current()
                 if sector is None:
-                    if not self.worker.may_start_sector():
-                        self._sleep(self.cfg.sealing.recover_interval, "idle")
+                    if self.control.pause_requested or self.db.flag(FLAG_PAUSED_IDLE):
+                        self._pause_idle()
                         continue
-                    sector = self.db.create(self.plan.plan)
-                finished = self._drive(sector)
-                if finished:
+                    if not self.worker.may_start_sector():
+                        self._idle(self.cfg.sealing.recover_interval)
+                        continue
+                    sector = self._store(lambda: self.db.create(self.plan.plan))
+                if self._drive(sector):
                     self.sectors_done += 1
                     self._prune_logs()
-                    self._sleep(self.cfg.sealing.seal_interval, "idle")
+                    self._idle(self.cfg.sealing.seal_interval)
         except Interrupted:
             pass
         except Exception:  # a bug in the runtime itself: keep the daemon alive, show it
@@ -171,34 +207,44 @@ class SealingThread:
             for name in list(self._loggers):
                 self._close_log(name)
 
-    def _sleep(self, seconds: float, thread_state: str) -> None:
-        self._set_status(thread_state=thread_state)
+    def _idle(self, seconds: float) -> None:
+        """Wait with nothing to do; a pause or stop ends the wait and the loop takes it."""
+        self._set_status(thread_state="idle")
         try:
             self.control.wait(seconds)
         except Interrupted:
-            if self.control.stop_requested:
-                raise
-            # A pause asked for while idle: take it now, with no sector to rewind.
-            self._set_status(thread_state="paused")
-            if self.control.wait_for_resume() is None:
-                raise
+            pass
+
+    def _pause_idle(self) -> None:
+        """A pause with no sector. Persisted: a restarted daemon keeps the thread paused."""
+        self.control.enter_pause()
+        self._store(lambda: self.db.set_flag(FLAG_PAUSED_IDLE, "1"))
+        self._set_status(thread_state="paused")
+        self.control.await_resume()  # a --state was refused by resume_refusal: nothing to move
+        self._store(lambda: self.db.set_flag(FLAG_PAUSED_IDLE, None))
+        self._set_status(thread_state="idle")
 
     def _drive(self, sector: Sector) -> bool:
         """Run one sector until it is done (True) or the thread must stop (False)."""
         plan = PLANS[sector.plan]  # a sector keeps the plan it started with
+        self._sector = sector
         self._set_status(sector=sector)
-        while True:
-            if self.control.stop_requested:
-                return False
-            if sector.paused or self.control.pause_requested:
-                if not self._pause(sector, plan):
+        try:
+            while True:
+                if self.control.stop_requested:
                     return False
-                continue
-            if sector.state is State.Finished:
-                return self._finalize(sector)
-            if sector.state is State.Aborted:
-                return self._abort(sector)
-            self._step(sector, plan)
+                if sector.paused or self.control.pause_requested:
+                    self._pause(sector, plan)
+                elif sector.state is State.Finished:
+                    if self._finalize(sector):
+                        return True
+                elif sector.state is State.Aborted:
+                    if self._abort(sector):
+                        return True
+                else:
+                    self._step(sector, plan)
+        finally:
+            self._sector = None
 
     def _context(self, sector: Sector) -> StageContext:
         return StageContext(
@@ -225,7 +271,7 @@ class SealingThread:
         try:
             event = step.handler(ctx)
             if event is None:  # no work available (no sector, no deals): ask again later
-                self._sleep(self.cfg.sealing.recover_interval, "idle")
+                self._idle(self.cfg.sealing.recover_interval)
                 return
             nxt = plan.next_state(prev, event)
         except Interrupted:
@@ -235,16 +281,17 @@ class SealingThread:
             return
         duration = time.time() - start
         sector.state, sector.retries, sector.failure = nxt, 0, None
-        self.db.save(sector, HistoryEntry(time.time(), prev.value, event.value, nxt.value, duration))
+        self._save(sector, HistoryEntry(time.time(), prev.value, event.value, nxt.value, duration))
         ctx.log.info("%s --%s--> %s (%.3fs)", prev.value, event.value, nxt.value, duration)
         self.worker.observer.transition(self.cfg.index, sector.plan.value, prev.value, nxt.value)
         self._set_status(sector=sector)
         self._report(sector, prev.value, event.value)
 
-    def _report(self, sector: Sector, prev: str, event: str, failure: Failure | None = None) -> None:
-        """Tell the manager (best effort); it may answer that it abandoned the sector."""
-        if sector.id is None:
-            return
+    def _report(self, sector: Sector, prev: str, event: str, failure: Failure | None = None) -> bool:
+        """Tell the manager (best effort). True if it answered that it abandoned the sector, which
+        then moves to Aborted (whatever pause it was in) and on to the next sector."""
+        if sector.id is None or sector.state.is_final:
+            return False
         report = StateReport(
             self.ref, prev, sector.state.value, event,
             failure.level.value if failure else None, failure.cause.name if failure else None,
@@ -254,17 +301,22 @@ class SealingThread:
             resp = self.worker.manager.report_state(sector.id, report)
         except Exception as e:  # reporting must never stop sealing
             self._sector_log(sector).warning("could not report state to the manager: %s", e)
-            return
-        if resp.finalized and not sector.state.is_final:
-            reason = resp.abort_reason or "finalized by the manager"
-            cause = (FailureCause.FinalDeadlineReached if reason.startswith(REASON_FINAL_DEADLINE)
-                     else FailureCause.SectorAbortedByManager)
-            self._move(sector, State.Aborted, Event.Abort, Failure(cause, FailureLevel.abort, reason))
+            return False
+        if not resp.finalized:
+            return False
+        reason = resp.abort_reason or "finalized by the manager"
+        cause = (FailureCause.FinalDeadlineReached if reason.startswith(REASON_FINAL_DEADLINE)
+                 else FailureCause.SectorAbortedByManager)
+        self._sector_log(sector).warning("the manager abandoned the sector: %s", reason)
+        self._move(sector, State.Aborted, Event.Abort, Failure(cause, FailureLevel.abort, reason))
+        return True
 
     def _move(self, sector: Sector, to: State, event: Event, failure: Failure | None) -> None:
         prev = sector.state
         sector.state, sector.failure, sector.retries = to, failure, 0
-        self.db.save(sector, HistoryEntry(
+        if to.is_final:
+            sector.paused = False  # nothing is left to decide: finish it without an operator
+        self._save(sector, HistoryEntry(
             time.time(), prev.value, event.value, to.value, None,
             failure.level.value if failure else None, failure.cause.name if failure else None,
             failure.detail if failure else None,
@@ -281,14 +333,16 @@ class SealingThread:
             if sector.retries < cfg.max_retries:
                 sector.retries += 1
                 sector.failure = failure
-                self.db.save(sector, _failure_entry(sector, failure, f"retry {sector.retries}/{cfg.max_retries}"))
+                self._save(sector, _failure_entry(sector, failure, f"retry {sector.retries}/{cfg.max_retries}"))
                 self.worker.observer.retry(failure.cause.name)
                 self._set_status(failure=failure)
-                self._report(sector, sector.state.value, "Failure", failure)
+                if self._report(sector, sector.state.value, "Failure", failure):
+                    return
+                self._set_status(thread_state="waiting")
                 try:
-                    self._sleep_retry(cfg.recover_interval)
+                    self.control.wait(cfg.recover_interval)
                 except Interrupted:
-                    pass
+                    pass  # the loop takes the pause or the stop
                 return
             failure = Failure(failure.cause, FailureLevel.permanent,
                               f"{failure.detail} (still failing after {cfg.max_retries} retries)")
@@ -297,42 +351,49 @@ class SealingThread:
             return
         # permanent or critical: pause, keep the state, show the cause
         sector.failure, sector.paused = failure, True
-        self.db.save(sector, _failure_entry(sector, failure, "paused"))
+        self._save(sector, _failure_entry(sector, failure, "paused"))
         self._set_status(failure=failure)
         self._report(sector, sector.state.value, "Failure", failure)
 
-    def _sleep_retry(self, seconds: float) -> None:
-        self._set_status(thread_state="waiting")
-        self.control.wait(seconds)
-
-    def _pause(self, sector: Sector, plan: PlanSpec) -> bool:
+    def _pause(self, sector: Sector, plan: PlanSpec) -> None:
+        """Wait for the operator. Meanwhile the manager is asked now and then about the sector:
+        if it abandoned it, the sector moves to Aborted and on, with no operator needed."""
+        self.control.enter_pause()
         if not sector.paused:
             sector.paused = True
-            self.db.save(sector)
+            self._save(sector)
         self._set_status(thread_state="paused", sector=sector)
-        request = self.control.wait_for_resume()
-        if request is None:
-            return False
+        poll = max(self.cfg.sealing.rpc_polling_interval, 0.05)
+        while True:
+            request = self.control.await_resume(poll)
+            if request is not None:
+                break
+            if self._report(sector, sector.state.value, "Paused", sector.failure):
+                self.control.leave_pause()
+                return
         sector.paused, sector.retries = False, 0
-        if request.state is not None and request.state is not sector.state:
-            self._sector_log(sector).warning("operator moved the sector from %s to %s",
-                                             sector.state.value, request.state.value)
-            failure = sector.failure if request.state is State.Aborted else None
-            if request.state is State.Aborted and failure is None:
-                failure = Failure(FailureCause.Unexpected, FailureLevel.abort, "aborted by the operator")
-            self._move(sector, request.state, Event.SetState, failure)
-            sector.failure = failure if request.state is State.Aborted else None
+        to = request.state
+        if to is not None:
+            if to is not sector.state:
+                self._sector_log(sector).warning("operator moved the sector from %s to %s",
+                                                 sector.state.value, to.value)
+            for flag in plan.rewind_flags(to):  # a rewind re-submits: replace what was submitted
+                setattr(sector, flag, True)
+            failure = None
+            if to is State.Aborted:
+                failure = sector.failure or Failure(FailureCause.Unexpected, FailureLevel.abort,
+                                                    "aborted by the operator")
+            self._move(sector, to, Event.SetState, failure)
         else:
             sector.failure = None
-        self.db.save(sector)
+            self._save(sector)
         self._set_status(sector=sector)
-        return True
 
     def _finalize(self, sector: Sector) -> bool:
-        if not self._tell_manager(sector, lambda: self.worker.manager.report_finalized(sector.id)):
+        if not self._tell_manager(sector, "report_finalized", lambda: self.worker.manager.report_finalized(sector.id)):
             return False
         sector_files(self.cfg.location, sector.name).remove()
-        self.db.save(sector, done=True)
+        self._save(sector, done=True)
         self._sector_log(sector).info("sector finished")
         self._close_log(sector.name)
         self.worker.observer.sector_done(sector.plan.value, "finished")
@@ -343,28 +404,76 @@ class SealingThread:
         decided_by_manager = sector.failure and sector.failure.cause in (
             FailureCause.SectorAbortedByManager, FailureCause.FinalDeadlineReached)
         if sector.id is not None and not decided_by_manager:
-            if not self._tell_manager(sector, lambda: self.worker.manager.report_aborted(sector.id, reason)):
+            if not self._tell_manager(sector, "report_aborted",
+                                      lambda: self.worker.manager.report_aborted(sector.id, reason)):
                 return False
         sector_files(self.cfg.location, sector.name).remove()  # local scratch only; stores are untouched
-        self.db.save(sector, done=True)
+        self._save(sector, done=True)
         self._sector_log(sector).warning("sector aborted: %s", reason)
         self._close_log(sector.name)
         self.worker.observer.sector_done(sector.plan.value, "aborted")
         return True
 
-    def _tell_manager(self, sector: Sector, call) -> bool:
-        """Retry a final report until the manager takes it; False if the thread must stop."""
+    def _tell_manager(self, sector: Sector, what: str, call: Callable[[], None]) -> bool:
+        """Make a final report. True: done (taken, or refused for good). False: not yet; the manager
+        could not be reached and the thread waited `recover_interval` (or a pause or stop came)."""
+        try:
+            call()
+            return True
+        except ManagerRequestError as e:
+            # A refusal (unknown sector, not the holder) is an answer, not an outage: asking again
+            # gets the same one. Record it where operators look, and finish the sector here.
+            failure = Failure(FailureCause.ManagerRejectedRequest, FailureCause.ManagerRejectedRequest.level,
+                              f"the manager refused {what}: {e}; the sector is finished locally "
+                              f"as {sector.state.value}")
+            self._sector_log(sector).warning("%s", failure)
+            self.worker.observer.failure(failure.cause.name, failure.level.value)
+            self._save(sector, _failure_entry(sector, failure, f"{what} refused"))
+            self._set_status(failure=failure)
+            return True
+        except Exception as e:  # unreachable (or a transient error): retry after recover_interval
+            self._sector_log(sector).warning("%s failed, retrying in %ss: %s", what,
+                                             self.cfg.sealing.recover_interval, e)
+            self._set_status(thread_state="waiting")
+            try:
+                self.control.wait(self.cfg.sealing.recover_interval)
+            except Interrupted:
+                pass  # the loop takes the pause or the stop, then reports again
+            return False
+
+    # ------------------------------------------------------------------------------------------
+    # the thread database: a failed write pauses the thread (StateStoreFailed), never loses the sector
+
+    def _save(self, sector: Sector, entry: HistoryEntry | None = None, done: bool = False) -> None:
+        self._store(lambda: self.db.save(sector, entry, done), sector)
+
+    def _store(self, write: Callable[[], T], sector: Sector | None = None) -> T:
+        """Run a database write; while it fails, pause with the critical StateStoreFailed and write
+        again on each `worker resume`. The sector in memory stays as it is meanwhile."""
+        failed: Failure | None = None
         while True:
             try:
-                call()
-                return True
-            except (ManagerUnavailable, ManagerRequestError) as e:
-                self._sector_log(sector).warning("manager report failed, retrying: %s", e)
+                out = write()
+                break
+            except StateStoreError as e:
+                failed = Failure(FailureCause.StateStoreFailed, FailureCause.StateStoreFailed.level, str(e))
+                (self._sector_log(sector) if sector else log).error(
+                    "thread %d: %s; paused until `worker resume --index %d`", self.cfg.index, failed, self.cfg.index)
+                self.worker.observer.failure(failed.cause.name, failed.level.value)
+                self.control.enter_pause()
+                self._store_failure = failed
+                self._set_status(thread_state="paused", failure=failed)
                 try:
-                    self._sleep_retry(self.cfg.sealing.recover_interval)
-                except Interrupted:
-                    if self.control.stop_requested:
-                        return False
+                    self.control.await_resume()  # a --state was refused: only writing again helps
+                finally:
+                    self._store_failure = None
+                self._set_status(thread_state="running")
+        if failed is not None and sector is not None:  # now it can be written: keep the episode in the history
+            try:
+                self.db.save(sector, _failure_entry(sector, failed, "resumed"))
+            except StateStoreError:
+                pass  # failing again right away: the next write pauses again
+        return out
 
     # ------------------------------------------------------------------------------------------
     # status and logs

@@ -7,6 +7,8 @@ stage may have left, so re-running a stage after a crash or a rewind is always s
 from __future__ import annotations
 
 import fcntl
+import json
+import logging
 import os
 import shutil
 from pathlib import Path
@@ -17,7 +19,8 @@ from damocles_py.fsm.failure import FailureCause, SealingFailure
 from damocles_py.fsm.states import Event
 from damocles_py.manager.interface import Deal
 from damocles_py.proofs import PieceInfo, SealProof
-from damocles_py.store.layout import TREE_D_FILE, copy_atomically, persisted_cache_files
+from damocles_py.store.durable import fsync_dir, make_dirs, replace_durably, sha256_file, write_durably
+from damocles_py.store.layout import TREE_D_FILE, StoreConflict, job_token, persist_group, persisted_cache_files
 
 
 def prover_id(ctx: StageContext) -> bytes:
@@ -82,20 +85,62 @@ def static_cc_tree_d(ctx: StageContext, proof: SealProof) -> Path:
     configured = ctx.static_tree_d.get(proof.sector_size)
     if configured is not None:
         return configured
-    target_dir = proofs.params.cache_root() / "static-tree-d" / str(proof.sector_size)
+    return cached_cc_tree_d(proofs.params.cache_root() / "static-tree-d" / str(proof.sector_size), proof, ctx.log)
+
+
+# Cached tree-d files whose checksum this process has verified: path -> (inode, size, mtime).
+# A full checksum once per process, then a stat before each reuse: hashing a 64 GiB tree per CC
+# sector would cost more than building it.
+_verified_tree_d: dict[Path, tuple[int, int, int]] = {}
+
+
+def _tree_d_intact(target: Path, sidecar: Path) -> bool:
+    """The cached tree-d matches the size and sha256 recorded when it was built."""
+    try:
+        recorded = json.loads(sidecar.read_text())
+        st = target.stat()
+    except (OSError, ValueError):
+        return False
+    if not isinstance(recorded, dict) or st.st_size != recorded.get("size"):
+        return False
+    key = (st.st_ino, st.st_size, st.st_mtime_ns)
+    if _verified_tree_d.get(target) != key:
+        if sha256_file(target) != recorded.get("sha256"):
+            return False
+        _verified_tree_d[target] = key
+    return True
+
+
+def cached_cc_tree_d(target_dir: Path, proof: SealProof, log: logging.Logger) -> Path:
+    """The tree-d in `target_dir`, checked against its sidecar before reuse; (re)built if absent or corrupt.
+
+    Many CC sectors link to this one file, so it is written durably (data, then the directory
+    entry, then the sidecar holding its size and sha256, which marks it complete).
+    """
     target = target_dir / TREE_D_FILE
-    if target.is_file():
-        return target
-    target_dir.mkdir(parents=True, exist_ok=True)
+    sidecar = target_dir / f"{TREE_D_FILE}.sum"
+    make_dirs(target_dir)
     with open(target_dir / ".lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)  # several threads may need it at once: build it once
-        if not target.is_file():
-            tmp = target_dir / f".build-{os.getpid()}"
-            shutil.rmtree(tmp, ignore_errors=True)
-            tmp.mkdir()
-            proofs.build_tree_d(proof, None, tmp)
-            (tmp / TREE_D_FILE).replace(target)
-            shutil.rmtree(tmp, ignore_errors=True)
+        fcntl.flock(lock, fcntl.LOCK_EX)  # several threads (or daemons) may need it at once: build it once
+        if _tree_d_intact(target, sidecar):
+            return target
+        if target.exists() or sidecar.exists():
+            log.warning("shared CC tree-d %s does not match its recorded size and checksum (corrupt or "
+                        "incomplete): rebuilding it", target)
+            sidecar.unlink(missing_ok=True)
+            fsync_dir(target_dir)
+        tmp = target_dir / f".build-{os.getpid()}"
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir()
+        proofs.build_tree_d(proof, None, tmp)
+        built = tmp / TREE_D_FILE
+        record = {"size": built.stat().st_size, "sha256": sha256_file(built)}
+        replace_durably(built, target)
+        write_durably(sidecar, (json.dumps(record) + "\n").encode())
+        shutil.rmtree(tmp, ignore_errors=True)
+        _verified_tree_d.pop(target, None)
+        if not _tree_d_intact(target, sidecar):
+            raise SealingFailure(FailureCause.TreeDFailed, f"the shared CC tree-d {target} changed while it was written")
     return target
 
 
@@ -187,11 +232,24 @@ def reserve_store(ctx: StageContext) -> str:
     return s.store
 
 
-def copy_sealed_files(ctx: StageContext, sealed: Path, cache: Path, dest_sealed: Path, dest_cache: Path) -> None:
+def copy_sealed_files(ctx: StageContext, sealed: Path, cache: Path, dest_sealed: Path, dest_cache: Path,
+                      replace: bool = False) -> None:
+    """Copy a replica and its cache files into a store, durably.
+
+    Files of the same name already there are never replaced unless this sector job wrote them
+    (or `replace`: a rebuild, whose replica was checked against the chain): they may be the
+    replica of another sector that is proven on chain.
+    """
+    pairs = [(sealed, dest_sealed)] + [(f, dest_cache / f.name) for f in persisted_cache_files(cache)]
     with ctx.stage("transfer", FailureCause.PersistFailed):
-        copy_atomically(sealed, dest_sealed)
-        for f in persisted_cache_files(cache):
-            copy_atomically(f, dest_cache / f.name)
+        try:
+            persist_group(pairs, job_token(ctx.files.root), replace=replace)
+        except StoreConflict as e:
+            raise SealingFailure(
+                FailureCause.StoreFileConflict,
+                f"the store already holds other files under this sector's name, not written by this sector "
+                f"job (left untouched): {e}",
+            ) from None
 
 
 def persist_sealed(ctx: StageContext) -> Event:

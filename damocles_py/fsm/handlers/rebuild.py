@@ -76,9 +76,11 @@ def check_snap(ctx: StageContext) -> Event:
 def persist(ctx: StageContext) -> Event:
     s, files = ctx.sector, ctx.files
     layout = ctx.persist_layout(s.store)
-    common.copy_sealed_files(ctx, files.sealed, files.cache, layout.sealed, layout.cache)
+    # A rebuild exists to replace a lost or damaged replica; its output matched the chain's comm_r.
+    common.copy_sealed_files(ctx, files.sealed, files.cache, layout.sealed, layout.cache, replace=True)
     if s.snap is not None:
-        common.copy_sealed_files(ctx, files.update, files.update_cache, layout.update, layout.update_cache)
+        common.copy_sealed_files(ctx, files.update, files.update_cache, layout.update, layout.update_cache,
+                                 replace=True)
     return Event.Persist
 
 

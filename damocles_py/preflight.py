@@ -1,0 +1,179 @@
+"""What the worker daemon checks before any thread starts, and what `daemon --check` adds.
+
+`start_problems` is what a start refuses (each problem one line naming the fix): thread locations
+not prepared by `store sealing-init` (an unmounted disk), stores missing, threads that could never
+get or persist a sector, an unusable admin token file. `check_problems` adds what only a start
+itself would find out (locks held by a running daemon, ports in use, the manager unreachable,
+parameter files missing), probed without changing anything.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from pathlib import Path
+
+from damocles_py.admin.token import TOKEN_FILE, token_problem
+from damocles_py.config.schema import Config, Plan
+from damocles_py.store.location import init_command, location_problem, lock_holder
+
+
+def admin_token_path(config: Config) -> Path:
+    return config.worker.state_dir / TOKEN_FILE
+
+
+def _store_problems(config: Config) -> list[str]:
+    problems = []
+    for i, store in enumerate(config.attached):
+        where = f"{config.path}: attached[{i}] (store {store.name!r})"
+        if not store.location.exists():
+            if not store.create:
+                problems.append(
+                    f"{where}: {store.location} does not exist. Fix: mount the disk that holds it, create it "
+                    f"(mkdir -p {store.location}), set `create = true` for a local store, or correct `location`")
+        elif not store.location.is_dir():
+            problems.append(f"{where}: {store.location} is not a directory. Fix: correct `location`")
+        elif not store.readonly and not os.access(store.location, os.W_OK | os.X_OK):
+            problems.append(f"{where}: {store.location} is not writable by this user. "
+                            f"Fix: check its owner and permissions, or set `readonly = true`")
+    return problems
+
+
+def _thread_problems(config: Config) -> list[str]:
+    problems = []
+    for t in config.sealing_threads:
+        problem = location_problem(t.location, f"{config.path}: sealing_thread[{t.index}].location")
+        if problem:
+            problems.append(problem)
+    if not any(not s.readonly for s in config.attached):
+        plans = sorted({t.plan.value for t in config.sealing_threads})
+        problems.append(
+            f"{config.path}: no writable [[attached]] store, so the {'/'.join(plans)} thread(s) would fail at "
+            f"persist after hours of sealing. Fix: add one, e.g. `[[attached]]` with `name = \"persist-a\"` "
+            f"and `location = \"/mnt/persist/a\"`")
+    if config.sector_manager.is_embedded:
+        emb = config.sector_manager.embedded
+        takers = [t for t in config.sealing_threads
+                  if (t.sealing.allowed_sizes is None or emb.sector_size in t.sealing.allowed_sizes)
+                  and (t.sealing.allowed_miners is None or emb.miner in t.sealing.allowed_miners)]
+        if not takers:
+            problems.append(
+                f"{config.path}: the embedded manager seals {emb.sector_size} sectors of miner {emb.miner}, which "
+                f"no sealing thread accepts (allowed_sizes / allowed_miners), so every thread would idle forever. "
+                f"Fix: add \"{emb.sector_size}\" to allowed_sizes (and {emb.miner} to allowed_miners), or change "
+                f"[sector_manager.embedded] sector_size / miner")
+    for size, file in config.processors.static_tree_d.items():
+        if not file.is_file():
+            problems.append(f"{config.path}: processors.static_tree_d.{size}: {file} does not exist. "
+                            f"Fix: correct the path, or remove the entry so the tree is built into the cache")
+    return problems
+
+
+def start_problems(config: Config) -> list[str]:
+    """Everything that must stop a start before any thread runs; [] when the config can start."""
+    problems = _store_problems(config) + _thread_problems(config)
+    state_dir = config.worker.state_dir
+    if state_dir.exists() and not (state_dir.is_dir() and os.access(state_dir, os.W_OK | os.X_OK)):
+        problems.append(f"{config.path}: worker.state_dir {state_dir} is not a writable directory. "
+                        f"Fix: check its owner and permissions, or set another [worker] state_dir")
+    token = token_problem(admin_token_path(config))
+    if token:
+        problems.append(token)
+    return problems
+
+
+def _bind_problem(address: str, what: str, fix: str) -> str | None:
+    """Whether `address` (host:port) can be listened on now, tried with a socket that is closed at once."""
+    host, _, port = address.rpartition(":")
+    host = host.strip("[]")
+    try:
+        infos = socket.getaddrinfo(host, int(port), type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+        family, kind, proto, _, sockaddr = infos[0]
+        with socket.socket(family, kind, proto) as s:
+            s.bind(sockaddr)
+    except OSError as e:
+        return f"{what} {address} cannot be listened on ({e.strerror or e}). Fix: {fix}"
+    return None
+
+
+def _params_problems(config: Config) -> list[str]:
+    from damocles_py.proofs import params
+    from damocles_py.proofs.types import SectorSize
+
+    if config.sector_manager.is_embedded:
+        sizes = {config.sector_manager.embedded.sector_size}
+    else:
+        # a thread with no allowed_sizes takes whatever the manager hands out: nothing to check here
+        sizes = {s for t in config.sealing_threads for s in (t.sealing.allowed_sizes or ())}
+    # C2 needs the PoRep parameters, snap proving the update ones; a rebuild proves nothing
+    needs = {Plan.sealer: params.Circuit.PoRep, Plan.snapup: params.Circuit.Update}
+    circuits = {needs[t.plan] for t in config.sealing_threads if t.plan in needs}
+    problems = []
+    for size in sorted(sizes, key=int):
+        missing = [f.name for c in sorted(circuits, key=lambda c: c.value) for f in params.files_for(c, SectorSize(int(size)))
+                   if not f.present]
+        if missing:
+            problems.append(f"parameters for {size} missing from {params.param_dir()}: {', '.join(missing)}. "
+                            f"Fix: {params.generate_command(size)} (test sizes) or install the official files")
+    return problems
+
+
+def check_problems(config: Config) -> list[str]:
+    """What only starting would reveal, probed without changing anything (for `daemon --check`)."""
+    problems = []
+    dirs = [(config.worker.state_dir, "worker.state_dir")] + [
+        (t.location, f"sealing_thread[{t.index}].location") for t in config.sealing_threads]
+    for directory, key in dirs:
+        holder = lock_holder(directory)
+        if holder:
+            problems.append(f"{config.path}: {key} {directory} is locked by a running daemon: {holder}. "
+                            f"Fix: stop that daemon before starting another on this config")
+    bind = _bind_problem(config.worker.rpc_server.address, "the admin API address",
+                         "stop the process using it, or set another [worker.rpc_server] port")
+    if bind:
+        problems.append(bind)
+    if config.metrics.enable:
+        bind = _bind_problem(config.metrics.http_listen, "the metrics address",
+                             "stop the process using it, or set another [metrics] http_listen")
+        if bind:
+            problems.append(bind)
+    if not config.sector_manager.is_embedded:
+        from damocles_py.manager.client import RemoteManager
+
+        manager = RemoteManager(config.sector_manager.addr, timeout=min(config.sector_manager.rpc_timeout, 5.0))
+        try:
+            manager.workers()
+        except Exception as e:
+            problems.append(f"the sector manager at {config.sector_manager.addr} does not answer ({e}). "
+                            f"Fix: start it (damocles-manager run ...) or correct [sector_manager.rpc_client] addr")
+        finally:
+            manager.close()
+    try:
+        problems += _params_problems(config)
+    except Exception as e:  # the proofs extension missing is a problem of this install
+        problems.append(f"cannot check the Groth parameters ({type(e).__name__}: {e}). Fix: install the "
+                        f"proofs extension (bash scripts/install.sh)")
+    return problems
+
+
+def describe(config: Config) -> list[str]:
+    """What a start of this config would run, for `daemon --check`."""
+    w = config.worker
+    lines = [f"config {config.path}",
+             f"worker {w.name}: admin API on {w.rpc_server.address}, state_dir {w.state_dir}"]
+    if config.sector_manager.is_embedded:
+        e = config.sector_manager.embedded
+        lines.append(f"sector manager: embedded, miner {e.miner}, {e.sector_size} sectors, state_dir {e.state_dir}")
+    else:
+        lines.append(f"sector manager: {config.sector_manager.addr}")
+    for t in config.sealing_threads:
+        sizes = ", ".join(map(str, t.sealing.allowed_sizes)) if t.sealing.allowed_sizes is not None else "any"
+        state = "ready" if location_problem(t.location, "") is None else f"NOT READY (see {init_command(t.location)})"
+        lines.append(f"thread {t.index}: plan {t.plan.value}, location {t.location} ({state}), sizes {sizes}")
+    for s in config.attached:
+        mode = "read-only" if s.readonly else "read-write"
+        extra = ", created at start" if s.create and not s.location.exists() else ""
+        lines.append(f"store {s.name}: {s.location} ({mode}{extra})")
+    if config.metrics.enable:
+        lines.append(f"metrics on {config.metrics.http_listen}")
+    return lines
