@@ -102,8 +102,15 @@ def start_manager(root: Path, port: int, store: Path, *extra: str) -> subprocess
          *extra],
         stdout=subprocess.DEVNULL, stderr=open(root / "manager.log", "ab"))
     client = RemoteManager(f"127.0.0.1:{port}", timeout=1)
+
+    def serving() -> bool:
+        if proc.poll() is not None:
+            log = (root / "manager.log").read_text(errors="replace")[-2000:]
+            raise AssertionError(f"damocles-manager exited with {proc.returncode}:\n{log}")
+        return _answers(client)
+
     try:
-        wait_until(lambda: _answers(client), STARTUP_BUDGET, "the manager to serve")
+        wait_until(serving, STARTUP_BUDGET, "the manager to serve")
     finally:
         client.close()
     return proc

@@ -70,8 +70,9 @@ class Plan:
 
     def daemon_targets(self, rng: random.Random) -> list[str]:
         """Where each daemon kill aims: mostly early stages (cheap to redo), some in and after C2."""
-        in_c2 = max(1, round(self.daemon_kills * 0.15))
-        late = max(1, round(self.daemon_kills * 0.2))
+        k = self.daemon_kills
+        in_c2 = max(1 if k >= 5 else 0, round(k * 0.15))
+        late = max(1 if k >= 5 else 0, round(k * 0.2))
         targets = ["early"] * (self.daemon_kills - in_c2 - late) + ["c2"] * in_c2 + ["late"] * late
         rng.shuffle(targets)
         return targets
