@@ -69,7 +69,8 @@ def build_manager(config: Config) -> SectorManager:
         return EmbeddedManager(config.sector_manager.embedded, stores)
     from damocles_py.manager.client import RemoteManager
 
-    return RemoteManager(config.sector_manager.addr, timeout=config.sector_manager.rpc_timeout)
+    return RemoteManager(config.sector_manager.addr, timeout=config.sector_manager.rpc_timeout,
+                         token_file=config.sector_manager.token_file)
 
 
 class WorkerDaemon:

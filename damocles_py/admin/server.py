@@ -85,12 +85,10 @@ class AdminService(pb_grpc.WorkerAdminServicer):
         thread = self._thread(request.index, context)
         state = None
         if request.state:
-            valid = thread.resumable_states()
             state = State.__members__.get(request.state)
-            if state not in valid:
-                context.abort(grpc.StatusCode.INVALID_ARGUMENT,
-                              f"thread {request.index} cannot be resumed at state {request.state!r}; "
-                              f"valid states now: {', '.join(s.value for s in valid)}")
+            refusal = thread.resume_refusal(state, request.state)
+            if refusal is not None:
+                context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"thread {request.index} {refusal}")
         if thread.resume(state):
             where = f"at {state.value}" if state else "at its current state"
             return pb.ResumeResponse(accepted=True, message=f"thread {request.index} resumed {where}")

@@ -464,13 +464,14 @@ class _Loader:
 
     def sector_manager(self, value: Any, key: str) -> SectorManagerConfig:
         values = _fields(value, key, {
-            "rpc_client": _fields_of({"addr": _host_port("127.0.0.1:1789")}),
+            "rpc_client": _fields_of({"addr": _host_port("127.0.0.1:1789"), "token_file": self.path}),
             "rpc_timeout": parse_duration,
             "embedded": self.embedded,
         })
         # The embedded manager's defaults hold a relative state_dir, so parse them too.
         values.setdefault("embedded", self.embedded({}, _join(key, "embedded")))
-        addr = values.pop("rpc_client", {}).get("addr")
+        rpc_client = values.pop("rpc_client", {})
+        addr, values["token_file"] = rpc_client.get("addr"), rpc_client.get("token_file")
         return SectorManagerConfig(addr=addr, **values)
 
     def embedded(self, value: Any, key: str) -> EmbeddedManagerConfig:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import errno
 import logging
 import threading
 import time
@@ -12,7 +11,7 @@ from pathlib import Path
 from typing import Iterator, Protocol
 
 from damocles_py.config.schema import AttachedStoreConfig, SealingConfig
-from damocles_py.fsm.failure import FailureCause, SealingFailure
+from damocles_py.fsm.failure import FailureCause, SealingFailure, is_out_of_space
 from damocles_py.fsm.sector import Sector
 from damocles_py.fsm.states import State
 from damocles_py.manager.interface import SectorManager, WorkerRef
@@ -79,15 +78,34 @@ class ThreadControl:
                     return
                 self._cond.wait(left)
 
-    def wait_for_resume(self) -> ResumeRequest | None:
-        """Block while paused. Returns the resume request, or None when the thread must stop."""
+    def enter_pause(self) -> None:
+        """The thread is paused from now on: `resume` is accepted until `await_resume` returns."""
         with self._cond:
             self.paused, self.pause_requested = True, False
+            self._resume = None
+
+    def await_resume(self, timeout: float | None = None) -> ResumeRequest | None:
+        """Block while paused: the resume request, or None if `timeout` passed first (still paused).
+
+        Raises Interrupted (leaving the pause) when the thread must stop.
+        """
+        deadline = None if timeout is None else time.monotonic() + timeout
+        with self._cond:
             while self._resume is None and not self.stop_requested:
-                self._cond.wait()
-            request, self._resume = self._resume, None
+                left = None if deadline is None else deadline - time.monotonic()
+                if left is not None and left <= 0:
+                    return None
+                self._cond.wait(left)
             self.paused = False
-            return None if self.stop_requested else request
+            if self.stop_requested:
+                raise Interrupted()
+            request, self._resume = self._resume, None
+            return request
+
+    def leave_pause(self) -> None:
+        """End a pause without an operator (e.g. the manager abandoned the paused sector)."""
+        with self._cond:
+            self.paused, self._resume = False, None
 
 
 class StageLimits:
@@ -173,12 +191,12 @@ class StageContext:
                 raise
             except ParametersMissing as e:
                 raise SealingFailure(FailureCause.ParametersMissing, str(e)) from e
-            except OSError as e:
-                if e.errno == errno.ENOSPC:
+            except (OSError, ProofsError, InvalidInput) as e:
+                # The proofs library reports ENOSPC as text in a ProofsError: out of space is
+                # DiskFull whoever raised it, never a stage failure to re-run max_retries times.
+                if is_out_of_space(e):
                     raise SealingFailure(FailureCause.DiskFull, f"{name}: {e}") from e
-                raise SealingFailure(cause, f"{name}: {e}") from e
-            except (ProofsError, InvalidInput) as e:
-                raise SealingFailure(cause, str(e)) from e
+                raise SealingFailure(cause, f"{name}: {e}" if isinstance(e, OSError) else str(e)) from e
             finally:
                 seconds = time.monotonic() - start
                 self.observer.stage_finished(name, str(self.sector.proof.sector_size), seconds, ok)

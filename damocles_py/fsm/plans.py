@@ -7,7 +7,7 @@ in PC2Done" is one row: `submit_pre_commit`, then SubmitPC -> PCSubmitted.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable
 
 from damocles_py.config.schema import Plan
@@ -27,6 +27,10 @@ class Step:
 class PlanSpec:
     plan: Plan
     steps: dict[State, Step]
+    # Submissions an operator's rewind must replace: a sector put back at (or before) the state
+    # that submits something re-submits *with reset* (the sector flag named here is set), else
+    # the manager refuses a second, different submission as a mismatch.
+    resubmit_on_rewind: dict[State, str] = field(default_factory=dict)
 
     @property
     def states(self) -> list[State]:
@@ -35,6 +39,11 @@ class PlanSpec:
         for step in self.steps.values():
             ordered += [s for s in step.transitions.values() if s not in ordered]
         return ordered + [S.Aborted]
+
+    def rewind_flags(self, to: State) -> list[str]:
+        """The sector flags to set when an operator puts a sector back at `to`."""
+        order = self.states
+        return [flag for state, flag in self.resubmit_on_rewind.items() if order.index(to) <= order.index(state)]
 
     def next_state(self, state: State, event: Event) -> State:
         step = self.steps.get(state)
@@ -64,7 +73,7 @@ SEALER = PlanSpec(Plan.sealer, {
     S.C1Done:               Step(sealer.c2,                {E.C2: S.C2Done}),
     S.C2Done:               Step(sealer.submit_proof,      {E.SubmitProof: S.ProofSubmitted}),
     S.ProofSubmitted:       Step(sealer.check_proof,       {E.ReSubmitProof: S.C2Done, E.Finish: S.Finished}),
-})
+}, resubmit_on_rewind={S.PC2Done: "pc_resubmit", S.C2Done: "proof_resubmit"})
 
 SNAPUP = PlanSpec(Plan.snapup, {
     S.Empty:       Step(snapup.allocate,          {E.AllocatedSnapUpSector: S.Allocated}),

@@ -44,7 +44,18 @@ CREATE TABLE IF NOT EXISTS history (
     detail TEXT
 );
 CREATE INDEX IF NOT EXISTS history_by_uid ON history(uid);
+CREATE TABLE IF NOT EXISTS thread_flags (
+    name TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+);
 """
+
+# Thread flags: what the thread itself must remember across restarts (a pause taken with no sector).
+FLAG_PAUSED_IDLE = "paused_idle"
+
+
+class StateStoreError(Exception):
+    """The thread database could not be written (read-only file system, disk full, I/O error)."""
 
 
 @dataclass(frozen=True)
@@ -75,15 +86,28 @@ class ThreadDB:
             self._conn.close()
 
     def _tx(self, fn):
+        """Run `fn` in one write transaction; a failed write raises StateStoreError and changes nothing."""
         with self._lock:
-            self._conn.execute("BEGIN IMMEDIATE")
             try:
+                self._conn.execute("BEGIN IMMEDIATE")
                 out = fn(self._conn)
+                self._conn.execute("COMMIT")
+                return out
+            except (sqlite3.Error, OSError) as e:
+                self._rollback()
+                raise StateStoreError(f"{self.path}: {e}") from e
             except BaseException:
-                self._conn.execute("ROLLBACK")
+                self._rollback()
                 raise
-            self._conn.execute("COMMIT")
-            return out
+
+    def _rollback(self) -> None:
+        # A COMMIT refused for lack of space can leave the transaction open: close it, or every
+        # later BEGIN fails with "cannot start a transaction within a transaction".
+        if self._conn.in_transaction:
+            try:
+                self._conn.execute("ROLLBACK")
+            except sqlite3.Error:
+                pass
 
     def current(self) -> Sector | None:
         with self._lock:
@@ -116,12 +140,27 @@ class ThreadDB:
                  sector.to_json(), sector.uid),
             )
             if entry is not None:
-                conn.execute(
-                    "INSERT INTO history (uid, ts, prev, event, next, duration, failure_level, failure_cause, detail)"
-                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                    (sector.uid, entry.ts, entry.prev, entry.event, entry.next, entry.duration,
-                     entry.failure_level, entry.failure_cause, entry.detail),
-                )
+                _insert_history(conn, sector.uid, entry)
+
+        self._tx(write)
+
+    def add_history(self, uid: int, entry: HistoryEntry) -> None:
+        self._tx(lambda conn: _insert_history(conn, uid, entry))
+
+    def flag(self, name: str) -> str | None:
+        with self._lock:
+            row = self._conn.execute("SELECT value FROM thread_flags WHERE name = ?", (name,)).fetchone()
+        return row[0] if row else None
+
+    def set_flag(self, name: str, value: str | None) -> None:
+        """Set (or, with None, clear) a thread flag."""
+
+        def write(conn):
+            if value is None:
+                conn.execute("DELETE FROM thread_flags WHERE name = ?", (name,))
+            else:
+                conn.execute("INSERT INTO thread_flags (name, value) VALUES (?, ?)"
+                             " ON CONFLICT (name) DO UPDATE SET value = excluded.value", (name, value))
 
         self._tx(write)
 
@@ -148,3 +187,12 @@ class ThreadDB:
                 "SELECT data, done FROM sectors ORDER BY uid DESC LIMIT ?", (limit,)
             ).fetchall()
         return [(Sector.from_json(d), bool(done)) for d, done in rows]
+
+
+def _insert_history(conn: sqlite3.Connection, uid: int, entry: HistoryEntry) -> None:
+    conn.execute(
+        "INSERT INTO history (uid, ts, prev, event, next, duration, failure_level, failure_cause, detail)"
+        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        (uid, entry.ts, entry.prev, entry.event, entry.next, entry.duration,
+         entry.failure_level, entry.failure_cause, entry.detail),
+    )

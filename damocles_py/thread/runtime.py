@@ -143,31 +143,28 @@ class SealingThread:
         if self._store_failure is not None or sector is None or sector.id is None or sector.state.is_final:
             return []
         plan = PLANS[sector.plan]
-        been_in = {sector.state}
+        been_in = {sector.state.value}
         for h in self.db.history(sector.uid):
             been_in.update((h.prev, h.next))
         states = [s for s in plan.states if s not in (State.Empty, State.Finished, State.Aborted)
-                  and (s in been_in or s.value in been_in)]
+                  and s.value in been_in]
         return states[: states.index(sector.state) + 1] + [State.Aborted]
 
-    def resume_refusal(self, state: State | None) -> str | None:
-        """Why `resume --state` cannot be honoured now (None: it can)."""
-        if state is None:
-            return None
+    def resume_refusal(self, state: State | None, name: str) -> str | None:
+        """Why `resume --state <name>` cannot be honoured now (None: it can); `state` None: no such state."""
         valid = self.resumable_states()
-        if state in valid:
+        if state is not None and state in valid:
             return None
-        if not valid:
-            sector = self._sector or self.db.current()
-            if self._store_failure is not None:
-                why = "it is paused because its database could not be written; resume without --state to write again"
-            elif sector is None or sector.id is None:
-                why = "it has no allocated sector to move (it is idle); resume without --state"
-            else:
-                why = (f"its sector is {sector.state.value} and only its report to the manager is pending; "
-                       "resume without --state")
-            return f"cannot be resumed at state {state.value}: {why}"
-        return f"cannot be resumed at state {state.value}; valid states now: {', '.join(s.value for s in valid)}"
+        if valid:
+            return f"cannot be resumed at state {name!r}; valid states now: {', '.join(s.value for s in valid)}"
+        sector = self._sector or self.db.current()
+        if self._store_failure is not None:
+            why = "it is paused because its database could not be written; resume without --state to write again"
+        elif sector is None or sector.id is None:
+            why = "it has no allocated sector to move (it is idle); resume without --state"
+        else:
+            why = f"its sector is {sector.state.value}, only its report to the manager is left; resume without --state"
+        return f"cannot be resumed at state {name!r}: {why}"
 
     # ------------------------------------------------------------------------------------------
     # the loop
@@ -217,8 +214,8 @@ class SealingThread:
 
     def _pause_idle(self) -> None:
         """A pause with no sector. Persisted: a restarted daemon keeps the thread paused."""
-        self.control.enter_pause()
         self._store(lambda: self.db.set_flag(FLAG_PAUSED_IDLE, "1"))
+        self.control.enter_pause()
         self._set_status(thread_state="paused")
         self.control.await_resume()  # a --state was refused by resume_refusal: nothing to move
         self._store(lambda: self.db.set_flag(FLAG_PAUSED_IDLE, None))
@@ -290,7 +287,7 @@ class SealingThread:
     def _report(self, sector: Sector, prev: str, event: str, failure: Failure | None = None) -> bool:
         """Tell the manager (best effort). True if it answered that it abandoned the sector, which
         then moves to Aborted (whatever pause it was in) and on to the next sector."""
-        if sector.id is None or sector.state.is_final:
+        if sector.id is None:
             return False
         report = StateReport(
             self.ref, prev, sector.state.value, event,
@@ -302,7 +299,7 @@ class SealingThread:
         except Exception as e:  # reporting must never stop sealing
             self._sector_log(sector).warning("could not report state to the manager: %s", e)
             return False
-        if not resp.finalized:
+        if not resp.finalized or sector.state.is_final:
             return False
         reason = resp.abort_reason or "finalized by the manager"
         cause = (FailureCause.FinalDeadlineReached if reason.startswith(REASON_FINAL_DEADLINE)
@@ -358,17 +355,17 @@ class SealingThread:
     def _pause(self, sector: Sector, plan: PlanSpec) -> None:
         """Wait for the operator. Meanwhile the manager is asked now and then about the sector:
         if it abandoned it, the sector moves to Aborted and on, with no operator needed."""
-        self.control.enter_pause()
         if not sector.paused:
             sector.paused = True
             self._save(sector)
+        self.control.enter_pause()
         self._set_status(thread_state="paused", sector=sector)
         poll = max(self.cfg.sealing.rpc_polling_interval, 0.05)
         while True:
             request = self.control.await_resume(poll)
             if request is not None:
                 break
-            if self._report(sector, sector.state.value, "Paused", sector.failure):
+            if not sector.state.is_final and self._report(sector, sector.state.value, "Paused", sector.failure):
                 self.control.leave_pause()
                 return
         sector.paused, sector.retries = False, 0
@@ -390,7 +387,8 @@ class SealingThread:
         self._set_status(sector=sector)
 
     def _finalize(self, sector: Sector) -> bool:
-        if not self._tell_manager(sector, "report_finalized", lambda: self.worker.manager.report_finalized(sector.id)):
+        if not self._tell_manager(sector, "report_finalized",
+                                  lambda: self.worker.manager.report_finalized(sector.id, worker=self.ref)):
             return False
         sector_files(self.cfg.location, sector.name).remove()
         self._save(sector, done=True)
@@ -405,7 +403,9 @@ class SealingThread:
             FailureCause.SectorAbortedByManager, FailureCause.FinalDeadlineReached)
         if sector.id is not None and not decided_by_manager:
             if not self._tell_manager(sector, "report_aborted",
-                                      lambda: self.worker.manager.report_aborted(sector.id, reason)):
+                                      lambda: self.worker.manager.report_aborted(
+                                          sector.id, reason, worker=self.ref,
+                                          cause=sector.failure.cause if sector.failure else None)):
                 return False
         sector_files(self.cfg.location, sector.name).remove()  # local scratch only; stores are untouched
         self._save(sector, done=True)
@@ -451,12 +451,14 @@ class SealingThread:
         """Run a database write; while it fails, pause with the critical StateStoreFailed and write
         again on each `worker resume`. The sector in memory stays as it is meanwhile."""
         failed: Failure | None = None
+        failed_at = 0.0
         while True:
             try:
                 out = write()
                 break
             except StateStoreError as e:
                 failed = Failure(FailureCause.StateStoreFailed, FailureCause.StateStoreFailed.level, str(e))
+                failed_at = failed_at or time.time()
                 (self._sector_log(sector) if sector else log).error(
                     "thread %d: %s; paused until `worker resume --index %d`", self.cfg.index, failed, self.cfg.index)
                 self.worker.observer.failure(failed.cause.name, failed.level.value)
@@ -468,9 +470,10 @@ class SealingThread:
                 finally:
                     self._store_failure = None
                 self._set_status(thread_state="running")
-        if failed is not None and sector is not None:  # now it can be written: keep the episode in the history
+        if failed is not None and sector is not None:  # written at last: keep the episode in the history
+            entry = replace(_failure_entry(sector, failed, "paused, written after resume"), ts=failed_at)
             try:
-                self.db.save(sector, _failure_entry(sector, failed, "resumed"))
+                self.db.add_history(sector.uid, entry)
             except StateStoreError:
                 pass  # failing again right away: the next write pauses again
         return out

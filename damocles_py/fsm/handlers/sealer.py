@@ -20,7 +20,9 @@ from damocles_py.manager.interface import (
 
 
 def allocate_spec(ctx: StageContext) -> AllocateSpec:
-    return AllocateSpec(ctx.sealing.allowed_miners, ctx.sealing.allowed_proofs)
+    # The stores the thread writes to: a snap-up or rebuild in another store is not for it.
+    writable = tuple(name for name, store in ctx.stores.items() if not store.readonly)
+    return AllocateSpec(ctx.sealing.allowed_miners, ctx.sealing.allowed_proofs, writable)
 
 
 def allocate(ctx: StageContext) -> Event | None:
