@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 import time
 
 from damocles_py.cli.common import non_negative_int
@@ -20,9 +21,14 @@ def _cmd_daemon(args) -> int:
     from damocles_py.config.load import load_config
     from damocles_py.daemon import WorkerDaemon
 
-    config = load_config(_config_path(args))
     if args.check:
+        try:
+            config = load_config(_config_path(args))
+        except UserError as e:  # --check answers 0 or 1, whatever is wrong
+            print(f"error: {e}", file=sys.stderr)
+            return 1
         return _check(config)
+    config = load_config(_config_path(args))
     n = args.stop_after_sectors
     # Sectors in flight when the daemon starts (resumed after a restart) count towards n.
     return WorkerDaemon(config, max_sectors=n).run(stop_after_sectors=n)
@@ -30,14 +36,17 @@ def _cmd_daemon(args) -> int:
 
 def _check(config) -> int:
     """`daemon --check`: what a start would run and every problem it would hit; changes nothing."""
+    import logging
+
     from damocles_py.preflight import check_problems, describe, start_problems
 
+    logging.getLogger().setLevel(logging.WARNING)  # the proofs library's info lines are not the report
     for line in describe(config):
         print(line)
     problems = start_problems(config) + check_problems(config)
     for problem in problems:
         print(f"problem: {problem}")
-    print(f"{len(problems)} problem(s): the daemon would not start" if problems else "ok: the daemon can start")
+    print(f"{len(problems)} problem(s) to fix before starting" if problems else "ok: the daemon can start")
     return 1 if problems else 0
 
 
