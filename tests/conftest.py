@@ -90,8 +90,10 @@ def write_config(root: Path, plans=("sealer",), sealing=None, embedded=None, man
     return path
 
 
-def start_manager(root: Path, port: int, store: Path, *extra: str) -> subprocess.Popen:
-    """A real `damocles-manager run` process on loopback, its state and log under `root`."""
+def start_manager(root: Path, port: int, store: Path, *extra: str, auth: bool = False) -> subprocess.Popen:
+    """A real `damocles-manager run` process on loopback, its state and log under `root`.
+
+    `auth`: require the farm token (written to root/manager-state/manager.token); else --no-auth."""
     state = root / "manager-state"
     state.mkdir(parents=True, exist_ok=True)
     proc = subprocess.Popen(
@@ -99,7 +101,7 @@ def start_manager(root: Path, port: int, store: Path, *extra: str) -> subprocess
          "--listen", f"127.0.0.1:{port}", "--block-time", "0.2s", "--pre-commit-delay-epochs", "1",
          "--pieces-dir", str(root / "manager-pieces"), "--store", f"persist-a={store}", "--log-level", "WARNING",
          "--ticket-expiry-epochs", str(CHAIN_WINDOW_EPOCHS), "--seed-expiry-epochs", str(CHAIN_WINDOW_EPOCHS),
-         *extra],
+         *([] if auth else ["--no-auth"]), *extra],
         stdout=subprocess.DEVNULL, stderr=open(root / "manager.log", "ab"))
     client = RemoteManager(f"127.0.0.1:{port}", timeout=1)
 

@@ -65,7 +65,7 @@ def make_manager(state_dir: Path, clock: FakeClock, pieces_dir: Path | None = No
                  stores: list[StoreInfo] | None = None, **settings) -> EmbeddedManager:
     config = EmbeddedManagerConfig(miner=MINER, sector_size=SECTOR_SIZE, state_dir=state_dir,
                                    pieces_dir=pieces_dir, **settings)
-    return EmbeddedManager(config, stores or [], clock=clock)
+    return EmbeddedManager(config, stores or [], clock=clock, piece_scan_interval=None)  # imports: by the test
 
 
 def write_piece(directory: Path, name: str, size: int) -> Path:
@@ -216,8 +216,8 @@ def test_unknown_sectors_are_refused(manager):
         lambda: manager.wait_seed(unknown),
         lambda: manager.submit_proof(unknown, b"", reset=False),
         lambda: manager.reserve_store(unknown, 1, ["store-a"]),
-        lambda: manager.report_finalized(unknown),
-        lambda: manager.report_aborted(unknown, "x"),
+        lambda: manager.report_finalized(unknown, worker=WORKER),
+        lambda: manager.report_aborted(unknown, "x", worker=WORKER),
         lambda: manager.request_rebuild(unknown),
     ]
     for call in calls:
@@ -270,7 +270,7 @@ def test_aborted_sectors_release_their_deals(manager, pieces_dir, store):
     assert len(deals) == 1
     assert manager.reserve_store(first.id, 1, [store.name]) == store.name
 
-    manager.report_aborted(first.id, "pc1 failed for good")
+    manager.report_aborted(first.id, "pc1 failed for good", worker=WORKER)
     record = manager.sector(first.id)
     assert record.aborted and record.abort_reason == "pc1 failed for good"
     assert manager.reservations() == []
@@ -413,7 +413,7 @@ def test_reserve_store_picks_the_freest_writable_candidate(tmp_path, clock):
     assert m.reserve_store(three.id, 1 << 62, ["a", "b"]) is None
     assert {(r.sector, r.store) for r in m.reservations()} == {(one.id, first), (two.id, second)}
 
-    m.report_finalized(one.id)
+    m.report_aborted(one.id, "gave up", worker=WORKER)  # a final report releases the reservation
     assert [r.sector for r in m.reservations()] == [two.id]
     m.close()
 
@@ -456,37 +456,19 @@ def test_report_state_history_and_operator_abort(manager, pieces_dir):
     assert all(d.sector is None for d in manager.deals())
 
 
-def test_rebuild_of_a_finished_sector(manager, clock, store):
+def test_an_unproven_sector_is_neither_finished_nor_rebuilt(manager, clock, store):
+    """(The rebuild of a proven sector: tests/test_manager_hardening.py, with a real proof.)"""
     sector = allocate(manager)
     with pytest.raises(ManagerRequestError, match="not a finished"):
         manager.request_rebuild(sector.id)
-    info = land_pre_commit_cc(manager, clock, sector)
+    land_pre_commit_cc(manager, clock, sector)
     write_persisted_files(Path(store.path), sector.id, is_upgrade=False)
     assert manager.submit_persisted(sector.id, store.name, is_upgrade=False)
-    manager.report_finalized(sector.id)
-    assert manager.allocate_rebuild_sector(AllocateSpec(), OTHER_WORKER) is None
-    manager.report_aborted(sector.id, "late report")  # a finished sector stays finished
-    assert not manager.sector(sector.id).aborted
-    with pytest.raises(ManagerRequestError, match="finished"):
-        manager.abort_sector(sector.id, "operator")
-
-    manager.request_rebuild(sector.id)
-    assert manager.allocate_rebuild_sector(AllocateSpec(allowed_miners=(1,)), OTHER_WORKER) is None
-    job = manager.allocate_rebuild_sector(AllocateSpec(), OTHER_WORKER)
-    assert job.sector == sector and job.ticket == info.ticket and job.deals == ()
-    assert (job.comm_r, job.comm_d, job.store, job.is_snapup) == (info.comm_r, info.comm_d, store.name, False)
-    assert manager.sector(sector.id).rebuild is RebuildState.Taken
-    assert manager.sector(sector.id).holder == OTHER_WORKER
-    assert manager.allocate_rebuild_sector(AllocateSpec(), replace(OTHER_WORKER, thread=2)) is None  # taken
-    assert manager.allocate_rebuild_sector(AllocateSpec(), OTHER_WORKER) == job  # asked again: the same job
-
-    manager.report_aborted(sector.id, "rebuild thread crashed")  # the job, not the sector
-    assert manager.sector(sector.id).aborted is False
-    job = manager.allocate_rebuild_sector(AllocateSpec(), OTHER_WORKER)
-    assert job is not None
-    manager.report_finalized(sector.id)
-    record = manager.sector(sector.id)
-    assert record.rebuild is None and record.finished
+    with pytest.raises(ManagerRequestError, match="no accepted proof"):
+        manager.report_finalized(sector.id, worker=WORKER)
+    assert not manager.sector(sector.id).finished
+    with pytest.raises(ManagerRequestError, match="not a finished"):
+        manager.request_rebuild(sector.id)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -567,7 +549,7 @@ def sealed(tmp_path_factory) -> RealRun:
 
     assert m.reserve_store(sector.id, 2 * SECTOR_SIZE, [store.name]) == store.name
     run.persisted = m.submit_persisted(sector.id, store.name, is_upgrade=False)
-    m.report_finalized(sector.id)
+    m.report_finalized(sector.id, worker=m.sector(sector.id).holder)
     return run
 
 
@@ -609,7 +591,7 @@ def snapped(sealed) -> SnapRun:
     write_piece(sealed.root / "pieces", "deal", 1000)
     m.import_pieces()
     abandoned = m.allocate_snapup_sector(AllocateSpec(), AcquireDealsSpec(), OTHER_WORKER)
-    m.report_aborted(abandoned.sector.id, "snap thread crashed")  # gives up the upgrade, not the sector
+    m.report_aborted(abandoned.sector.id, "snap thread crashed", worker=OTHER_WORKER)  # gives up the upgrade, not the sector
     candidate = m.allocate_snapup_sector(AllocateSpec(), AcquireDealsSpec(), OTHER_WORKER)
     while_upgrading = m.allocate_snapup_sector(AllocateSpec(), AcquireDealsSpec(), replace(OTHER_WORKER, thread=7))
     assert m.allocate_snapup_sector(AllocateSpec(), AcquireDealsSpec(), OTHER_WORKER) == candidate  # asked again
@@ -651,7 +633,7 @@ def snapped(sealed) -> SnapRun:
     responses["proof"] = submit(encoded.comm_d_new, snark)
     responses["again"] = submit(encoded.comm_d_new, snark)
     persisted = m.submit_persisted(sector_id, store.name, is_upgrade=True)
-    m.report_finalized(sector_id)
+    m.report_finalized(sector_id, worker=OTHER_WORKER)
     return SnapRun(without_deals, abandoned, candidate, while_upgrading, responses, persisted)
 
 

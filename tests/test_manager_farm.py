@@ -297,7 +297,8 @@ def test_no_deadline_once_the_proof_is_accepted(manager, clock):
 def test_a_report_from_a_worker_not_holding_the_sector_is_refused(manager, clock):
     sector = allocate(manager)
     report(manager, sector.id)
-    with pytest.raises(ManagerRequestError, match=f"^sector {sector.id} is held by worker worker-a thread 0$"):
+    with pytest.raises(ManagerRequestError,
+                       match=f"^sector {sector.id} is held by worker worker-a thread 0, not by worker-b thread 1$"):
         report(manager, sector.id, OTHER_WORKER)
     with pytest.raises(ManagerRequestError, match="held by worker worker-a thread 0"):
         report(manager, sector.id, dataclasses.replace(WORKER, thread=1))  # same instance, another thread
@@ -364,8 +365,8 @@ def test_hostile_requests_get_clear_statuses_and_leave_the_manager_working(manag
         ("DebugSector", pb.DebugSectorRequest(sector=pb.SectorId(miner=MINER, number=42)),
          grpc.StatusCode.NOT_FOUND, "^unknown sector 1000-42$"),
         # a worker reporting on a sector another worker holds
-        ("ReportState", report_pb(OTHER_WORKER), grpc.StatusCode.FAILED_PRECONDITION,
-         f"^sector {sector.id} is held by worker worker-a thread 0$"),
+        ("ReportState", report_pb(OTHER_WORKER), grpc.StatusCode.PERMISSION_DENIED,
+         f"^sector {sector.id} is held by worker worker-a thread 0, not by worker-b thread 1$"),
         # a proof before there is anything to prove
         ("SubmitProof", pb.SubmitProofRequest(sector=convert.sector_id_to_pb(sector.id), proof=b"\xff" * 192),
          grpc.StatusCode.FAILED_PRECONDITION, "has no seed yet"),

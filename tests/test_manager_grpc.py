@@ -38,6 +38,7 @@ from damocles_py.manager.interface import (
     AllocateSpec,
     Deal,
     ManagerRequestError,
+    NotTheHolder,
     ManagerUnavailable,
     OnChainState,
     PreCommitInfo,
@@ -243,15 +244,15 @@ def test_persist_reports_and_rebuild_round_trip(running, client):
 
     report = StateReport(WORKER, "C2Done", "ProofSubmitted", "SubmitProof", "temporary", "Cause", "detail")
     assert client.report_state(sector.id, report) == SectorStateResp()
-    client.report_finalized(sector.id)
+    with pytest.raises(NotTheHolder, match="held by worker worker-a thread 0"):  # PERMISSION_DENIED
+        client.report_finalized(sector.id, worker=replace(WORKER, thread=9))
+    with pytest.raises(ManagerRequestError, match="no accepted proof"):  # finished needs a verified proof
+        client.report_finalized(sector.id, worker=WORKER)
     record, history = client.sector_with_history(sector.id)
-    assert record == running.manager.sector(sector.id) and record.finished and record.store == "store-a"
+    assert record == running.manager.sector(sector.id) and not record.finished and record.store == "store-a"
     assert history == running.manager.history(sector.id) and history[0].failure_desc == "detail"
-
-    client.request_rebuild(sector.id)
-    assert client.allocate_rebuild_sector(AllocateSpec(allowed_miners=(2000,)), WORKER) is None
-    job = client.allocate_rebuild_sector(AllocateSpec(), WORKER)
-    assert job == RebuildJob(sector, info.ticket, (), FAKE_COMM_R, CC_COMM_D, "store-a")
+    # (the rebuild of a proven sector over gRPC: tests/test_manager_hardening.py)
+    assert client.allocate_rebuild_sector(AllocateSpec(), WORKER) is None
     assert client.allocate_snapup_sector(AllocateSpec(), AcquireDealsSpec(), WORKER) is None  # no deals
 
     # not being upgraded: refused as an answer (the proof is never looked at)
@@ -271,7 +272,7 @@ def test_operator_reads_abort_and_pings(running, client):
     with pytest.raises(ManagerRequestError, match="was aborted: operator says so") as refused:
         client.assign_ticket(first.id)
     assert not isinstance(refused.value, SectorNotFound)  # FAILED_PRECONDITION, not NOT_FOUND
-    client.report_aborted(first.id, "worker gave up too")
+    client.report_aborted(first.id, "worker gave up too", worker=WORKER)
     assert client.sector(first.id).aborted
 
     ping = WorkerPing("worker-a", (ThreadSummary(0, "sealer", "Allocated", second.id, "running"),
@@ -293,7 +294,7 @@ def test_unknown_sectors_are_not_found(client):
                                          PreCommitInfo(FAKE_COMM_R, CC_COMM_D, Ticket(bytes(32), 0)), False),
         lambda: client.wait_seed(unknown),
         lambda: client.submit_proof(unknown, b"proof", reset=False),
-        lambda: client.report_finalized(unknown),
+        lambda: client.report_finalized(unknown, worker=WORKER),
         lambda: client.request_rebuild(unknown),
         lambda: client.abort_sector(unknown, "why not"),
     ]
@@ -448,21 +449,26 @@ def test_cli_run_serves_until_sigterm_and_sector_commands(tmp_path, capsys):
          "--log-level", "WARNING"],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )
+    token = str(tmp_path / "state" / "manager.token")  # written at the manager's first start
     try:
         with RemoteManager(addr, timeout=5.0) as c:
             wait_until(lambda: process.poll() is not None or _reachable(c), timeout=30, what="damocles-manager")
             assert process.poll() is None, process.communicate()
+        assert oct(os.stat(token).st_mode & 0o777) == "0o600"
+        with RemoteManager(addr, timeout=5.0, token_file=token) as c:
             sector = allocate(c)
         assert sector.id == SectorId(2000, 1)
 
-        assert manager_cli(["sector", "list", "--addr", addr]) == 0
+        assert manager_cli(["sector", "list", "--addr", addr]) == 0  # reads need no token
         assert "2000-1" in capsys.readouterr().out
-        assert manager_cli(["sector", "rebuild", "2000-1", "--addr", addr]) == 2
+        assert manager_cli(["sector", "abort", "2000-1", "--reason", "test", "--addr", addr]) == 2
+        assert "needs the manager's farm token" in capsys.readouterr().err
+        assert manager_cli(["sector", "rebuild", "2000-1", "--addr", addr, "--token-file", token]) == 2
         assert "not a finished, persisted sector" in capsys.readouterr().err
-        assert manager_cli(["sector", "abort", "2000-1", "--reason", "test", "--addr", addr]) == 0
+        assert manager_cli(["sector", "abort", "2000-1", "--reason", "test", "--addr", addr, "--token-file", token]) == 0
         assert manager_cli(["sector", "list", "--addr", addr]) == 0
         assert "aborted" in capsys.readouterr().out
-        assert manager_cli(["sector", "abort", "2000-9", "--reason", "test", "--addr", addr]) == 2
+        assert manager_cli(["sector", "abort", "2000-9", "--reason", "test", "--addr", addr, "--token-file", token]) == 2
         assert capsys.readouterr().err == "error: unknown sector 2000-9\n"
         # a second manager on the same port is refused, not silently sharing it
         assert manager_cli(["run", "--state-dir", str(tmp_path / "other"), "--listen", addr]) == 2

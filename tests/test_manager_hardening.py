@@ -62,7 +62,7 @@ def test_a_thread_asking_again_gets_the_sector_it_holds(tmp_path):
         other = m.allocate_sector(AllocateSpec(), replace(WORKER, thread=1))
         assert other.id == SectorId(MINER, 2)
         # once the thread reports the sector done, it gets a new one
-        m.report_aborted(first.id, "abort: PC1Failed: gave up")
+        m.report_aborted(first.id, "abort: PC1Failed: gave up", worker=WORKER)
         assert m.allocate_sector(AllocateSpec(), WORKER).id == SectorId(MINER, 3)
     finally:
         m.close()
@@ -72,7 +72,7 @@ _ALLOCATE_THEN_DIE = textwrap.dedent("""
     import os, signal, sys
     from damocles_py.manager.client import RemoteManager
     from damocles_py.manager.interface import AllocateSpec, WorkerRef
-    client = RemoteManager(sys.argv[1], timeout=10)
+    client = RemoteManager(sys.argv[1], timeout=10, token_file=sys.argv[2] or None)
     client.allocate_sector(AllocateSpec(), WorkerRef("worker-a", 0, "/sealing/0"))
     os.kill(os.getpid(), signal.SIGKILL)  # killed before it could save what it was given
 """)
@@ -84,13 +84,13 @@ def test_a_worker_killed_after_allocation_gets_the_same_sector_over_grpc(tmp_pat
     port = free_port()
     store = tmp_path / "persist-a"
     store.mkdir()
-    manager = start_manager(tmp_path, port, store)
+    manager = start_manager(tmp_path, port, store, auth=True)
     token = tmp_path / "manager-state" / "manager.token"
     try:
         died = subprocess.run([sys.executable, "-c", _ALLOCATE_THEN_DIE, f"127.0.0.1:{port}", str(token)],
                               capture_output=True, text=True, timeout=60)
         assert died.returncode == -signal.SIGKILL, died.stderr
-        with RemoteManager(f"127.0.0.1:{port}", timeout=10) as client:
+        with RemoteManager(f"127.0.0.1:{port}", timeout=10, token_file=token) as client:
             (lost,) = client.sectors()
             assert lost.holder == WORKER and not lost.finished and not lost.aborted
             assert client.allocate_sector(AllocateSpec(), WORKER).id == lost.id

@@ -98,7 +98,7 @@ def manager_metrics(tmp_path_factory):
     addr, port = f"127.0.0.1:{free_port()}", free_port()
     process = subprocess.Popen(
         [sys.executable, "-m", "damocles_py.cli.manager", "run", "--state-dir", str(root / "state"),
-         "--listen", addr, "--metrics-listen", f"127.0.0.1:{port}", "--log-level", "WARNING"],
+         "--listen", addr, "--metrics-listen", f"127.0.0.1:{port}", "--log-level", "WARNING", "--no-auth"],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )
     try:

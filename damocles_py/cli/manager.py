@@ -1,14 +1,18 @@
 """`damocles-manager`: run a standalone sector manager, and operate a running one.
 
     damocles-manager run --state-dir DIR --listen 127.0.0.1:1789 [--store NAME=PATH ...]
-                         [--metrics-listen HOST:PORT] [--worker-timeout 60s] ...
-    damocles-manager sector list|debug|abort|rebuild ... [--addr HOST:PORT]
+                         [--metrics-listen HOST:PORT] [--worker-timeout 60s] [--token-file F | --no-auth]
+                         [--check] ...
+    damocles-manager sector list|debug|abort|rebuild ... [--addr HOST:PORT] [--token-file F]
+    damocles-manager deal list|import [--addr HOST:PORT] [--token-file F]
     damocles-manager worker list [--addr HOST:PORT]
 
 `run` serves an `EmbeddedManager` (SQLite state, simulated chain) over gRPC until SIGINT or
-SIGTERM; workers point `[sector_manager] addr` at it. The `sector` and `worker` commands talk to
-it through `RemoteManager`. Bad arguments and refusals are one line on stderr (`UserError`), never
-a traceback.
+SIGTERM; workers point `[sector_manager] addr` at it. Mutating calls need the farm token, created
+on first start in `<state-dir>/manager.token` (`--no-auth` turns that off, on loopback only).
+`run --check` validates everything a start would and prints what would run, changing nothing.
+The `sector`, `deal` and `worker` commands talk to it through `RemoteManager`. Bad arguments and
+refusals are one line on stderr (`UserError`), never a traceback.
 """
 
 from __future__ import annotations
@@ -31,6 +35,7 @@ log = logging.getLogger("damocles.manager")
 DEFAULT_ADDR = "127.0.0.1:1789"
 METRICS_ADDR_EXAMPLE = "127.0.0.1:9001"  # metrics are off unless --metrics-listen is given
 ADDR_ENV = "DAMOCLES_MANAGER_ADDR"
+TOKEN_FILE_ENV = "DAMOCLES_MANAGER_TOKEN_FILE"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -67,7 +72,7 @@ def _listen_arg(value: str, flag: str = "--listen", example: str = DEFAULT_ADDR)
     return value
 
 
-def _stores_arg(values: list[str]):
+def _stores_arg(values: list[str], check_writable: bool = False):
     from damocles_py.manager.interface import StoreInfo
 
     stores: dict[str, StoreInfo] = {}
@@ -81,6 +86,9 @@ def _stores_arg(values: list[str]):
         if not location.is_dir():
             raise UserError(f"--store {name}: {location} is not a directory. Fix: mount or create it "
                             f"(mkdir -p {location})")
+        if check_writable and not os.access(location, os.W_OK | os.X_OK):
+            raise UserError(f"--store {name}: {location} is not writable by this user (workers persist there, "
+                            f"the manager checks their files). Fix: check its owner and permissions")
         stores[name] = StoreInfo(name, str(location))
     return list(stores.values())
 
@@ -122,8 +130,37 @@ def _wait_for_signal() -> None:
             signal.signal(sig, handler)
 
 
-def _cmd_run(args) -> int:
+def _token_path(args, state_dir: Path) -> Path | None:
+    """The farm token file `run` uses, None with --no-auth (refused beyond loopback)."""
+    from damocles_py.manager.auth import TOKEN_FILE
+    from damocles_py.manager.server import is_loopback
+
+    if args.no_auth:
+        if args.token_file:
+            raise UserError("--no-auth and --token-file contradict each other. Fix: drop one of them")
+        host = args.listen.rpartition(":")[0]
+        if not is_loopback(host):
+            raise UserError(f"--no-auth: refusing to serve {args.listen} without a farm token: anyone who can "
+                            f"reach it could finish or abort any sector. Fix: drop --no-auth, or listen on 127.0.0.1")
+        return None
+    return Path(args.token_file).resolve() if args.token_file else state_dir / TOKEN_FILE
+
+
+def _open_manager(config, stores):
+    import sqlite3
+
+    from damocles_py.manager.db import UnknownSchema
     from damocles_py.manager.embedded import EmbeddedManager
+
+    try:
+        # New piece files are imported by the manager's background scanner: serving starts at once.
+        return EmbeddedManager(config, stores, initial_scan=False)
+    except (UnknownSchema, sqlite3.Error) as e:
+        raise UserError(f"cannot open the manager database in {config.state_dir}: {e}") from None
+
+
+def _cmd_run(args) -> int:
+    from damocles_py.manager.auth import ensure_token
     from damocles_py.manager.server import ManagerService, serve_manager
 
     # Check every argument before touching the state dir or the port.
@@ -132,9 +169,12 @@ def _cmd_run(args) -> int:
     if args.metrics_listen is not None:
         metrics_listen = _listen_arg(args.metrics_listen, "--metrics-listen", METRICS_ADDR_EXAMPLE)
     config = _embedded_config(args)
-    stores = _stores_arg(args.store)
-    # New piece files are imported by the manager's background scanner: serving starts at once.
-    manager = EmbeddedManager(config, stores, initial_scan=False)
+    stores = _stores_arg(args.store, check_writable=True)
+    token_path = _token_path(args, config.state_dir)
+    if args.check:
+        return _check_run(listen, metrics_listen, config, stores, token_path)
+    token = None if token_path is None else ensure_token(token_path)
+    manager = _open_manager(config, stores)
     service = ManagerService(manager)
     metrics = metrics_server = None
     try:
@@ -145,10 +185,11 @@ def _cmd_run(args) -> int:
             metrics_server = start_metrics_server(metrics_listen, metrics)
             log.info("metrics on http://%s/metrics", metrics_listen)
         server, port = serve_manager(manager, listen, service=service,
-                                     interceptors=[metrics.interceptor] if metrics else None)
+                                     interceptors=[metrics.interceptor] if metrics else None, token=token)
         host = listen.rpartition(":")[0]
-        log.info("sector manager for miner %d (%s sectors) on %s:%d; state in %s; stores: %s", config.miner,
-                 config.sector_size, host, port, config.state_dir, ", ".join(s.name for s in stores) or "none")
+        log.info("sector manager for miner %d (%s sectors) on %s:%d; state in %s; stores: %s; %s", config.miner,
+                 config.sector_size, host, port, config.state_dir, ", ".join(s.name for s in stores) or "none",
+                 f"farm token in {token_path}" if token_path else "NO AUTH (loopback only)")
         _wait_for_signal()
         log.info("stopping: finishing calls in flight")
         server.stop(grace=5).wait()
@@ -157,6 +198,87 @@ def _cmd_run(args) -> int:
             metrics_server.shutdown()
         manager.close()
     return 0
+
+
+def _can_bind(address: str) -> str | None:
+    """Why `address` cannot be listened on now, or None (probed with a socket closed at once)."""
+    import socket
+
+    host, _, port = address.rpartition(":")
+    host = host.strip("[]")
+    try:
+        infos = socket.getaddrinfo(host, int(port), type=socket.SOCK_STREAM)
+    except OSError as e:
+        return f"{address}: cannot resolve {host!r} ({e})"
+    family, _, _, _, sockaddr = infos[0]
+    with socket.socket(family, socket.SOCK_STREAM) as s:
+        try:
+            s.bind(sockaddr)
+        except OSError as e:
+            return f"{address}: cannot listen there ({e.strerror}); is another manager running?"
+    return None
+
+
+def _check_run(listen: str, metrics_listen: str | None, config, stores, token_path: Path | None) -> int:
+    """`run --check`: everything a start would validate, probed without changing anything."""
+    import sqlite3
+
+    from damocles_py.manager.auth import token_problem
+    from damocles_py.manager.db import UnknownSchema, inspect_db
+
+    problems: list[str] = []
+    print(f"manager:   miner {config.miner}, {config.sector_size} sectors ({config.seal_proof.name}), "
+          f"block time {config.block_time}s, worker timeout {config.worker_timeout}s")
+    try:
+        print(f"database:  {inspect_db(config.state_dir)}")
+    except (UnknownSchema, sqlite3.Error) as e:
+        problems.append(f"database in {config.state_dir}: {e}")
+    if not config.state_dir.exists() and not _creatable(config.state_dir):
+        problems.append(f"--state-dir: {config.state_dir} does not exist and cannot be created here. "
+                        f"Fix: create it (mkdir -p {config.state_dir}) or check the permissions of its parent")
+    for flag, address in (("--listen", listen), ("--metrics-listen", metrics_listen)):
+        if address is not None:
+            problem = _can_bind(address)
+            print(f"listen:    {address} ({flag}): {problem or 'free'}")
+            if problem:
+                problems.append(f"{flag} {problem}")
+    if token_path is None:
+        print("auth:      none (--no-auth, loopback only)")
+    else:
+        problem = token_problem(token_path)
+        if problem:
+            problems.append(problem)
+        elif token_path.exists():
+            print(f"auth:      farm token in {token_path}")
+        else:
+            print(f"auth:      a start creates the farm token in {token_path}")
+            if not _creatable(token_path.parent):
+                problems.append(f"--token-file: cannot create {token_path}. Fix: check the permissions of "
+                                f"{token_path.parent}")
+    if config.pieces_dir is None:
+        print("pieces:    none (no --pieces-dir: CC sectors only)")
+    elif not config.pieces_dir.is_dir():
+        problems.append(f"--pieces-dir: {config.pieces_dir} is not a directory. Fix: create it "
+                        f"(mkdir -p {config.pieces_dir}) or correct the path")
+    elif not os.access(config.pieces_dir, os.R_OK | os.X_OK):
+        problems.append(f"--pieces-dir: {config.pieces_dir} is not readable by this user. Fix: check its permissions")
+    else:
+        files = [p for p in config.pieces_dir.iterdir() if p.is_file() and not p.name.startswith(".")]
+        print(f"pieces:    {config.pieces_dir}: {len(files)} piece file(s)")
+    for store in stores:
+        print(f"store:     {store.name} = {store.path}")
+    if not stores:
+        print("store:     none (no --store: workers cannot persist sectors here)")
+    for problem in problems:
+        print(f"error: {problem}", file=sys.stderr)
+    print("check: OK, a start would serve" if not problems else f"check: {len(problems)} problem(s)")
+    return 1 if problems else 0
+
+
+def _creatable(directory: Path) -> bool:
+    """Whether `directory` exists writable, or could be made under its nearest existing parent."""
+    existing = next((d for d in (directory, *directory.parents) if d.exists()), None)
+    return existing is not None and existing.is_dir() and os.access(existing, os.W_OK | os.X_OK)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -169,7 +291,8 @@ def _with_manager(args, action: Callable) -> int:
     from damocles_py.manager.interface import ManagerRequestError, ManagerUnavailable
 
     addr = args.addr or os.environ.get(ADDR_ENV) or DEFAULT_ADDR
-    manager = RemoteManager(addr, timeout=args.timeout)
+    token_file = getattr(args, "token_file", None) or os.environ.get(TOKEN_FILE_ENV)
+    manager = RemoteManager(addr, timeout=args.timeout, token_file=token_file)
     try:
         return action(manager)
     except ManagerUnavailable as e:
@@ -260,6 +383,8 @@ def format_sector_debug(debug) -> list[str]:
         f"chain head:    epoch {debug.epoch}",
         f"pre-commit:    {_on_chain(record.pre_commit, debug.epoch)}",
         f"proof:         {_on_chain(record.commit, debug.epoch)}",
+        *([f"last rebuild:  given up: {record.rebuild_abort_reason}"] if record.rebuild_abort_reason else []),
+        *_deal_lines(debug.deals, record.id),
         *_deadline_lines(debug),
         *_history_lines(debug.history),
         *_last_failure_lines(debug.history),
@@ -280,6 +405,8 @@ def _manager_state(record) -> str:
         extra.append("upgrading" if record.upgrade.state is UpgradeState.Upgrading else "upgraded")
     if record.rebuild is not None:
         extra.append("rebuilding" if record.rebuild is RebuildState.Taken else "rebuild requested")
+    elif record.rebuild_abort_reason:
+        extra.append("rebuild given up")
     return ", ".join(["finished", *extra])
 
 
@@ -331,6 +458,24 @@ def _on_chain(submission, epoch: int) -> str:
     if epoch < submission.landing_epoch:
         return f"pending (lands at epoch {submission.landing_epoch})"
     return f"landed at epoch {submission.landing_epoch}"
+
+
+def _deal_lines(deals, sector) -> list[str]:
+    lines = []
+    for d in deals:
+        where = ("upgrade deal" if d.for_upgrade else "deal") if d.sector == sector else "was its deal"
+        lines.append(f"{where + ':':<14} {format_deal(d)}")
+    return lines
+
+
+def format_deal(d) -> str:
+    """One deal: id, piece, where it is, and its quarantine if any."""
+    if d.quarantine:
+        state = f"QUARANTINED (from sector {d.quarantined_by}) until its file changes: {d.quarantine}"
+    else:
+        state = "in the pool" if d.sector is None else f"in sector {d.sector}{' (upgrade)' if d.for_upgrade else ''}"
+    return (f"{d.deal.deal_id} {d.deal.piece_path} ({d.deal.payload_size} bytes, commP "
+            f"{d.deal.piece.commitment.hex()[:16]}...): {state}")
 
 
 def _deadline_lines(debug) -> list[str]:
@@ -394,6 +539,33 @@ def _cmd_sector_rebuild(args) -> int:
 
 
 # ---------------------------------------------------------------------------------------------
+# deal commands
+
+
+def _cmd_deal_list(args) -> int:
+    def show(manager) -> int:
+        deals = manager.deals()
+        for d in deals:
+            print(format_deal(d))
+        if not deals:
+            print("(no deals yet: put piece files in the manager's --pieces-dir)")
+        return 0
+
+    return _with_manager(args, show)
+
+
+def _cmd_deal_import(args) -> int:
+    def run(manager) -> int:
+        new = manager.import_pieces()
+        for deal in new:
+            print(f"deal {deal.deal_id}: {deal.piece_path} ({deal.payload_size} bytes)")
+        print(f"{len(new)} new deal(s)")
+        return 0
+
+    return _with_manager(args, run)
+
+
+# ---------------------------------------------------------------------------------------------
 # worker commands
 
 
@@ -431,6 +603,9 @@ def add_sector_command(sector_sub, name: str, help: str) -> argparse.ArgumentPar
     p = sector_sub.add_parser(name, help=help)
     p.add_argument("--addr", help=f"the manager's host:port (env {ADDR_ENV}; default {DEFAULT_ADDR})")
     p.add_argument("--timeout", type=float, default=10.0, help="seconds to wait for the manager (default 10)")
+    p.add_argument("--token-file", help=f"the manager's farm token file, needed by commands that change "
+                                        f"something (env {TOKEN_FILE_ENV}; the manager writes it in its "
+                                        f"state dir as manager.token)")
     return p
 
 
@@ -452,6 +627,12 @@ def _add_run(sub) -> None:
     run.add_argument("--metrics-listen", metavar="HOST:PORT",
                      help=f"serve Prometheus metrics on http://HOST:PORT/metrics (e.g. {METRICS_ADDR_EXAMPLE}; "
                           f"default: off)")
+    run.add_argument("--token-file", help="the farm token file mutating calls must match "
+                                          "(default: <state-dir>/manager.token, created on first start)")
+    run.add_argument("--no-auth", action="store_true",
+                     help="serve without a farm token (refused unless --listen is a loopback address)")
+    run.add_argument("--check", action="store_true",
+                     help="validate everything a start would and print what would run; change nothing; exit 0 or 1")
     run.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     run.set_defaults(func=_cmd_run)
 
@@ -473,6 +654,15 @@ def _add_sector(sub) -> None:
     rebuild.set_defaults(func=_cmd_sector_rebuild)
 
 
+def _add_deal(sub) -> None:
+    deal = sub.add_parser("deal", help="the deals a running manager made of its pieces dir")
+    deal_sub = deal.add_subparsers(dest="deal_command", required=True)
+    add_sector_command(deal_sub, "list", "every deal: free, in a sector, or quarantined (with the cause)"
+                       ).set_defaults(func=_cmd_deal_list)
+    add_sector_command(deal_sub, "import", "turn new files of the pieces dir into deals now (commP computed)"
+                       ).set_defaults(func=_cmd_deal_import)
+
+
 def _add_worker(sub) -> None:
     worker = sub.add_parser("worker", help="the worker instances a running manager hears from")
     worker_sub = worker.add_subparsers(dest="worker_command", required=True)
@@ -485,6 +675,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True)
     _add_run(sub)
     _add_sector(sub)
+    _add_deal(sub)
     _add_worker(sub)
     return p
 

@@ -70,6 +70,7 @@ class SectorManagerConfig:
     addr: str | None = None
     embedded: EmbeddedManagerConfig = field(default_factory=EmbeddedManagerConfig)
     rpc_timeout: float = 30.0
+    token_file: Path | None = None  # the standalone manager's farm token ([sector_manager.rpc_client] token_file)
 
     @property
     def is_embedded(self) -> bool:

@@ -12,6 +12,7 @@ itself within `RECONNECT_MAX_BACKOFF_MS` once a manager listens on the address a
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 from typing import TypeVar
 
 import grpc
@@ -20,7 +21,9 @@ from damocles_py.manager import convert
 from damocles_py.manager import manager_pb2 as pb
 from damocles_py.manager import manager_pb2_grpc as pb_grpc
 from damocles_py.manager.convert import MalformedMessage
-from damocles_py.manager.db import HistoryRow, SectorRecord
+from damocles_py.fsm.failure import FailureCause
+from damocles_py.manager.auth import read_token
+from damocles_py.manager.db import DealRecord, HistoryRow, SectorRecord
 from damocles_py.manager.interface import (
     AcquireDealsSpec,
     AllocatedSector,
@@ -28,6 +31,7 @@ from damocles_py.manager.interface import (
     Deal,
     ManagerRequestError,
     ManagerUnavailable,
+    NotTheHolder,
     OnChainStatus,
     PreCommitInfo,
     RebuildJob,
@@ -73,13 +77,22 @@ def _error_of(e: grpc.RpcError, rpc: str, addr: str) -> Exception:
         return ManagerUnavailable(f"sector manager at {addr} unavailable ({rpc}: {code.name}): {details}")
     if code is grpc.StatusCode.NOT_FOUND:
         return SectorNotFound(details)
+    if code is grpc.StatusCode.PERMISSION_DENIED:
+        return NotTheHolder(details)
     return ManagerRequestError(details or f"{rpc} failed: {code.name}")
 
 
 class RemoteManager:
-    def __init__(self, addr: str, timeout: float = 30.0):
+    """`token_file` (or `token`): the manager's farm token, sent with every call; without it only
+    the reads are served by a manager that requires it."""
+
+    def __init__(self, addr: str, timeout: float = 30.0, token_file: Path | str | None = None,
+                 token: str | None = None):
         self.addr = addr
         self.timeout = timeout
+        if token is None and token_file is not None:
+            token = read_token(Path(token_file))
+        self._metadata = (("authorization", f"Bearer {token}"),) if token is not None else None
         self._closed = False
         self._channel = grpc.insecure_channel(addr, options=_CHANNEL_OPTIONS)
         self._stub = pb_grpc.SectorManagerStub(self._channel)
@@ -99,7 +112,8 @@ class RemoteManager:
         if self._closed:
             raise ManagerUnavailable(f"the client of the sector manager at {self.addr} is closed")
         try:
-            response = getattr(self._stub, rpc)(request, timeout=self.timeout, wait_for_ready=False)
+            response = getattr(self._stub, rpc)(request, timeout=self.timeout, wait_for_ready=False,
+                                                metadata=self._metadata)
         except grpc.RpcError as e:
             raise _error_of(e, rpc, self.addr) from None
         try:
@@ -186,11 +200,15 @@ class RemoteManager:
                                         report=convert.state_report_to_pb(report))
         return self._call("ReportState", request, convert.sector_state_resp_from_pb)
 
-    def report_finalized(self, sector: SectorId) -> None:
-        self._call("ReportFinalized", pb.ReportFinalizedRequest(sector=convert.sector_id_to_pb(sector)))
+    def report_finalized(self, sector: SectorId, *, worker: WorkerRef) -> None:
+        self._call("ReportFinalized", pb.ReportFinalizedRequest(sector=convert.sector_id_to_pb(sector),
+                                                                worker=convert.worker_ref_to_pb(worker)))
 
-    def report_aborted(self, sector: SectorId, reason: str) -> None:
-        self._call("ReportAborted", pb.ReportAbortedRequest(sector=convert.sector_id_to_pb(sector), reason=reason))
+    def report_aborted(self, sector: SectorId, reason: str, *, worker: WorkerRef,
+                       cause: FailureCause | None = None) -> None:
+        self._call("ReportAborted", pb.ReportAbortedRequest(
+            sector=convert.sector_id_to_pb(sector), reason=reason, worker=convert.worker_ref_to_pb(worker),
+            cause=None if cause is None else cause.name))
 
     # -----------------------------------------------------------------------------------------
     # operator actions and reads (as on EmbeddedManager)
@@ -231,6 +249,15 @@ class RemoteManager:
             return self._call("DebugSector", request, convert.sector_debug_from_pb)
         except SectorNotFound:
             return None
+
+    def deals(self) -> list[DealRecord]:
+        return self._call("ListDeals", pb.ListDealsRequest(), lambda r: [
+            convert.deal_record_from_pb(d, f"deals[{i}]") for i, d in enumerate(r.deals)])
+
+    def import_pieces(self) -> list[Deal]:
+        """New files in the manager's pieces dir become deals now (commP computed by the manager)."""
+        return self._call("ImportPieces", pb.ImportPiecesRequest(),
+                          lambda r: list(convert.deals_from_pb(r.deals, "deals")))
 
     # -----------------------------------------------------------------------------------------
     # worker liveness

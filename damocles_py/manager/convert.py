@@ -15,8 +15,10 @@ from collections.abc import Iterable
 from google.protobuf.message import Message
 
 from damocles_py.manager import manager_pb2 as pb
+from damocles_py.fsm.failure import FailureCause
 from damocles_py.manager.db import (
     CommitRecord,
+    DealRecord,
     HistoryRow,
     PreCommitRecord,
     RebuildState,
@@ -26,6 +28,7 @@ from damocles_py.manager.db import (
     UpgradeState,
 )
 from damocles_py.manager.interface import (
+    MAX_NAME_CHARS,
     AcquireDealsSpec,
     AllocatedSector,
     AllocateSpec,
@@ -94,6 +97,30 @@ def count_from_pb(value: int, field: str) -> int:
     return value
 
 
+
+
+def name_from_pb(value: str, field: str) -> str:
+    """A name the manager stores and matches on (worker instance, location, store): refused, not
+    cut, beyond MAX_NAME_CHARS, since a cut name could match another."""
+    if len(value) > MAX_NAME_CHARS:
+        raise MalformedMessage(field, f"{len(value)} characters, more than {MAX_NAME_CHARS}")
+    if not value.isprintable():
+        raise MalformedMessage(field, "contains control characters")
+    return value
+
+
+def names_from_pb(values: Iterable[str], field: str) -> tuple[str, ...]:
+    return tuple(name_from_pb(v, f"{field}[{i}]") for i, v in enumerate(values))
+
+
+def failure_cause_from_pb(msg: Message, name: str, parent: str = "") -> FailureCause | None:
+    value = _optional_scalar(msg, name)
+    if value is None:
+        return None
+    cause = FailureCause.__members__.get(value)
+    if cause is None:
+        raise MalformedMessage(_path(parent, name), f"unknown failure cause {value[:64]!r}")
+    return cause
 
 
 def _commitment(value: bytes, field: str) -> bytes:
@@ -193,18 +220,23 @@ def allocate_spec_to_pb(value: AllocateSpec) -> pb.AllocateSpec:
     if value.allowed_proofs is not None:
         msg.allowed_proofs.SetInParent()
         msg.allowed_proofs.proofs.extend(p.name for p in value.allowed_proofs)
+    if value.allowed_stores is not None:
+        msg.allowed_stores.SetInParent()
+        msg.allowed_stores.stores.extend(value.allowed_stores)
     return msg
 
 
 def allocate_spec_from_pb(msg: pb.AllocateSpec, field: str = "spec") -> AllocateSpec:
-    miners = proofs = None
+    miners = proofs = stores = None
+    if msg.HasField("allowed_stores"):
+        stores = names_from_pb(msg.allowed_stores.stores, _path(field, "allowed_stores"))
     if msg.HasField("allowed_miners"):
         where = _path(field, "allowed_miners")
         miners = tuple(count_from_pb(m, where) for m in msg.allowed_miners.miners)
     if msg.HasField("allowed_proofs"):
         where = _path(field, "allowed_proofs")
         proofs = tuple(_seal_proof(name, where) for name in msg.allowed_proofs.proofs)
-    return AllocateSpec(miners, proofs)
+    return AllocateSpec(miners, proofs, stores)
 
 
 def acquire_deals_spec_to_pb(value: AcquireDealsSpec) -> pb.AcquireDealsSpec:
@@ -225,6 +257,14 @@ def worker_ref_to_pb(value: WorkerRef) -> pb.WorkerRef:
 
 
 def worker_ref_from_pb(msg: pb.WorkerRef, field: str = "worker") -> WorkerRef:
+    instance = name_from_pb(msg.instance, _path(field, "instance"))
+    if not instance:
+        raise MalformedMessage(_path(field, "instance"), "missing: name the worker instance")
+    return WorkerRef(instance, msg.thread, name_from_pb(msg.location, _path(field, "location")))
+
+
+def _stored_worker_ref_from_pb(msg: pb.WorkerRef, field: str) -> WorkerRef:
+    """A WorkerRef in a stored record: as it is."""
     return WorkerRef(msg.instance, msg.thread, msg.location)
 
 
@@ -457,6 +497,7 @@ def sector_record_to_pb(value: SectorRecord) -> pb.SectorRecord:
         store=value.store, finished=value.finished, aborted=value.aborted, abort_reason=value.abort_reason,
         rebuild=None if value.rebuild is None else _REBUILD_STATE_TO[value.rebuild],
         upgrade=None if value.upgrade is None else _upgrade_record_to_pb(value.upgrade),
+        rebuild_abort_reason=value.rebuild_abort_reason,
     )
 
 
@@ -469,7 +510,7 @@ def sector_record_from_pb(msg: pb.SectorRecord, field: str = "sector") -> Sector
         id=sector_id_from_pb(required(msg, "id", field), _path(field, "id")),
         proof=_seal_proof(msg.proof, _path(field, "proof")),
         created_at=msg.created_at,
-        holder=worker_ref_from_pb(msg.holder, _path(field, "holder")),
+        holder=_stored_worker_ref_from_pb(msg.holder, _path(field, "holder")),
         ticket=sub("ticket", lambda m, f: ticket_from_pb(m, f, exact=False)),
         pre_commit=sub("pre_commit", _pre_commit_record_from_pb),
         seed=sub("seed", seed_from_pb),
@@ -481,6 +522,7 @@ def sector_record_from_pb(msg: pb.SectorRecord, field: str = "sector") -> Sector
         rebuild=None if rebuild is None else _enum_from(_REBUILD_STATE_FROM, rebuild, _path(field, "rebuild"),
                                                         "RebuildState"),
         upgrade=sub("upgrade", _upgrade_record_from_pb),
+        rebuild_abort_reason=_optional_scalar(msg, "rebuild_abort_reason"),
     )
 
 
@@ -496,7 +538,7 @@ def history_row_from_pb(msg: pb.HistoryRow, field: str = "history") -> HistoryRo
     return HistoryRow(
         sector=sector_id_from_pb(required(msg, "sector", field), _path(field, "sector")),
         time=msg.time,
-        worker=worker_ref_from_pb(msg.worker, _path(field, "worker")),
+        worker=_stored_worker_ref_from_pb(msg.worker, _path(field, "worker")),
         prev=msg.prev, next=msg.next, event=msg.event,
         failure_level=_optional_scalar(msg, "failure_level"),
         failure_cause=_optional_scalar(msg, "failure_cause"),
@@ -526,7 +568,12 @@ def worker_ping_to_pb(value: WorkerPing) -> pb.WorkerPingRequest:
 def worker_ping_from_pb(msg: pb.WorkerPingRequest, field: str = "") -> WorkerPing:
     if not msg.instance:
         raise MalformedMessage(_path(field, "instance"), "missing: name the worker instance")
-    return WorkerPing(msg.instance, _thread_summaries_from_pb(msg.threads, _path(field, "threads")))
+    instance = name_from_pb(msg.instance, _path(field, "instance"))
+    threads = _thread_summaries_from_pb(msg.threads, _path(field, "threads"))
+    for i, t in enumerate(threads):  # stored and shown: bounded like names
+        for name in ("plan", "state", "thread_state"):
+            name_from_pb(getattr(t, name), f"{_path(field, 'threads')}[{i}].{name}")
+    return WorkerPing(instance, threads)
 
 
 def _thread_summaries_from_pb(msgs: Iterable[pb.ThreadSummary], field: str) -> tuple[ThreadSummary, ...]:
@@ -567,12 +614,29 @@ def deadline_from_pb(msg: pb.Deadline, field: str = "deadline") -> Deadline:
     return Deadline(kind, msg.start_epoch, msg.window, msg.passed)
 
 
+def deal_record_to_pb(value: DealRecord) -> pb.DealRecord:
+    return pb.DealRecord(
+        deal=deal_to_pb(value.deal), sector=None if value.sector is None else sector_id_to_pb(value.sector),
+        for_upgrade=value.for_upgrade, quarantine=value.quarantine,
+        quarantined_by=None if value.quarantined_by is None else sector_id_to_pb(value.quarantined_by),
+    )
+
+
+def deal_record_from_pb(msg: pb.DealRecord, field: str = "deal") -> DealRecord:
+    def sector(name: str) -> SectorId | None:
+        return sector_id_from_pb(getattr(msg, name), _path(field, name)) if msg.HasField(name) else None
+
+    return DealRecord(deal_from_pb(required(msg, "deal", field), _path(field, "deal")), sector("sector"),
+                      msg.for_upgrade, _optional_scalar(msg, "quarantine"), sector("quarantined_by"))
+
+
 def sector_debug_to_pb(value: SectorDebug) -> pb.SectorDebug:
     thread = None if value.holder_thread is None else thread_summary_to_pb(value.holder_thread)
     return pb.SectorDebug(
         sector=sector_record_to_pb(value.record), history=[history_row_to_pb(h) for h in value.history],
         epoch=value.epoch, deadlines=[deadline_to_pb(d) for d in value.deadlines],
         holder=worker_status_to_pb(value.holder), holder_thread=thread,
+        deals=[deal_record_to_pb(d) for d in value.deals],
     )
 
 
@@ -587,4 +651,5 @@ def sector_debug_from_pb(msg: pb.SectorDebug, field: str = "") -> SectorDebug:
         holder=worker_status_from_pb(required(msg, "holder", field), _path(field, "holder")),
         holder_thread=thread_summary_from_pb(thread, _path(field, "holder_thread"))
         if msg.HasField("holder_thread") else None,
+        deals=tuple(deal_record_from_pb(d, f"{_path(field, 'deals')}[{i}]") for i, d in enumerate(msg.deals)),
     )

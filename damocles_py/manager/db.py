@@ -34,6 +34,21 @@ from damocles_py.proofs import PieceInfo, SealProof
 
 DB_FILE_NAME = "manager.sqlite3"
 
+# Version 1 had no meta row for it; 2 added rebuild_abort_reason and deal quarantine.
+SCHEMA_VERSION = 2
+_SCHEMA_VERSION_KEY = "schema_version"
+
+# Columns added since version 1, added in place to an older file when it is opened.
+_ADDED_COLUMNS = {
+    "sectors": [("rebuild_abort_reason", "TEXT")],
+    "deals": [("quarantine", "TEXT"), ("quarantine_miner", "INTEGER"), ("quarantine_number", "INTEGER"),
+              ("quarantine_size", "INTEGER"), ("quarantine_mtime_ns", "INTEGER")],
+}
+
+
+class UnknownSchema(Exception):
+    """The database was written by a newer manager (or is not a manager database)."""
+
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (
     key   TEXT PRIMARY KEY,
@@ -76,6 +91,7 @@ CREATE TABLE IF NOT EXISTS sectors (
     aborted           INTEGER NOT NULL DEFAULT 0,
     abort_reason      TEXT,
     rebuild           TEXT,     -- NULL | 'requested' | 'taken'
+    rebuild_abort_reason TEXT,  -- why the last rebuild was given up; cleared by a new request
     upgrade           TEXT,     -- NULL | 'upgrading' | 'upgraded'
     upgrade_comm_r    BLOB,
     upgrade_comm_d    BLOB,
@@ -93,7 +109,14 @@ CREATE TABLE IF NOT EXISTS deals (
     sector_miner     INTEGER,           -- NULL: in the pool
     sector_number    INTEGER,
     for_upgrade      INTEGER NOT NULL DEFAULT 0,
-    position         INTEGER            -- order of the piece in its sector
+    position         INTEGER,           -- order of the piece in its sector
+    -- Set when a worker found the piece's commP wrong: never handed out until the file changes
+    -- (its size or mtime differ from those recorded here; its commP is then computed again).
+    quarantine          TEXT,
+    quarantine_miner    INTEGER,          -- the sector whose abort quarantined it
+    quarantine_number   INTEGER,
+    quarantine_size     INTEGER,          -- the file's size and mtime then (-1: no file)
+    quarantine_mtime_ns INTEGER
 );
 CREATE INDEX IF NOT EXISTS deals_by_sector ON deals (sector_miner, sector_number);
 
@@ -214,6 +237,7 @@ class SectorRecord:
     abort_reason: str | None
     rebuild: RebuildState | None
     upgrade: UpgradeRecord | None
+    rebuild_abort_reason: str | None = None  # why the last rebuild was given up
 
 
 @dataclass(frozen=True)
@@ -221,6 +245,15 @@ class DealRecord:
     deal: Deal
     sector: SectorId | None  # None: free, in the pool
     for_upgrade: bool
+    quarantine: str | None = None  # set: never handed out until its piece file changes
+    quarantined_by: SectorId | None = None
+
+
+@dataclass(frozen=True)
+class QuarantinedDeal:
+    deal: Deal
+    size: int  # of the piece file when quarantined (-1: no file)
+    mtime_ns: int
 
 
 @dataclass(frozen=True)
@@ -275,6 +308,7 @@ def _sector_from_row(row: sqlite3.Row) -> SectorRecord:
         abort_reason=row["abort_reason"],
         rebuild=_optional(row["rebuild"], RebuildState),
         upgrade=_upgrade_from_row(row),
+        rebuild_abort_reason=row["rebuild_abort_reason"],
     )
 
 
@@ -320,7 +354,8 @@ def _deal_from_row(row: sqlite3.Row) -> Deal:
 
 def _deal_record_from_row(row: sqlite3.Row) -> DealRecord:
     sector = None if row["sector_miner"] is None else SectorId(row["sector_miner"], row["sector_number"])
-    return DealRecord(_deal_from_row(row), sector, bool(row["for_upgrade"]))
+    by = None if row["quarantine_miner"] is None else SectorId(row["quarantine_miner"], row["quarantine_number"])
+    return DealRecord(_deal_from_row(row), sector, bool(row["for_upgrade"]), row["quarantine"], by)
 
 
 def _history_from_row(row: sqlite3.Row) -> HistoryRow:
@@ -346,6 +381,18 @@ _KEY = "miner = ? AND number = ?"
 
 # A sector someone is working on: being sealed, or a finished one being upgraded or rebuilt.
 _IN_PROGRESS = "aborted = 0 AND (finished = 0 OR rebuild = 'taken' OR upgrade = 'upgrading')"
+
+
+# The store a rebuild writes to: an upgraded sector's live files are the update's.
+_REBUILD_STORE = "(CASE WHEN upgrade = 'upgraded' AND upgrade_store IS NOT NULL THEN upgrade_store ELSE store END)"
+
+
+def _allowed(miners: Sequence[int] | None, proofs: Sequence[SealProof] | None, stores: Sequence[str] | None,
+             store_column: str) -> tuple[str, list]:
+    """The `AND ... IN (...)` clauses of an AllocateSpec's allow-lists."""
+    parts = [_in_clause("miner", miners), _in_clause("proof", None if proofs is None else [p.name for p in proofs]),
+             _in_clause(store_column, stores)]
+    return "".join(sql for sql, _ in parts), [p for _, params in parts for p in params]
 
 
 def _key(sector: SectorId) -> tuple[int, int]:
@@ -412,30 +459,26 @@ class Tx:
     def sectors(self) -> list[SectorRecord]:
         return [_sector_from_row(r) for r in self._all("SELECT * FROM sectors ORDER BY miner, number")]
 
-    def first_snapup_candidate(self, miners: Sequence[int] | None,
-                               proofs: Sequence[SealProof] | None) -> SectorRecord | None:
-        """The lowest-numbered sealed CC sector that nothing is being done to."""
-        miner_sql, miner_params = _in_clause("miner", miners)
-        proof_sql, proof_params = _in_clause("proof", None if proofs is None else [p.name for p in proofs])
+    def first_snapup_candidate(self, miners: Sequence[int] | None, proofs: Sequence[SealProof] | None,
+                               stores: Sequence[str] | None) -> SectorRecord | None:
+        """The lowest-numbered sealed CC sector that nothing is being done to, in one of `stores`."""
+        where, params = _allowed(miners, proofs, stores, "store")
         row = self._one(
             "SELECT * FROM sectors s WHERE finished = 1 AND aborted = 0 AND commit_state = 'accepted'"
             " AND store IS NOT NULL AND upgrade IS NULL AND rebuild IS NULL"
             " AND NOT EXISTS (SELECT 1 FROM deals d WHERE d.sector_miner = s.miner"
             " AND d.sector_number = s.number AND d.for_upgrade = 0)"
-            f"{miner_sql}{proof_sql} ORDER BY miner, number LIMIT 1",
-            [*miner_params, *proof_params],
+            f"{where} ORDER BY miner, number LIMIT 1",
+            params,
         )
         return None if row is None else _sector_from_row(row)
 
-    def first_rebuild_request(self, miners: Sequence[int] | None,
-                              proofs: Sequence[SealProof] | None) -> SectorRecord | None:
-        miner_sql, miner_params = _in_clause("miner", miners)
-        proof_sql, proof_params = _in_clause("proof", None if proofs is None else [p.name for p in proofs])
-        row = self._one(
-            f"SELECT * FROM sectors WHERE rebuild = 'requested'{miner_sql}{proof_sql}"
-            " ORDER BY miner, number LIMIT 1",
-            [*miner_params, *proof_params],
-        )
+    def first_rebuild_request(self, miners: Sequence[int] | None, proofs: Sequence[SealProof] | None,
+                              stores: Sequence[str] | None) -> SectorRecord | None:
+        """The lowest-numbered rebuild request whose files go to one of `stores`."""
+        where, params = _allowed(miners, proofs, stores, _REBUILD_STORE)
+        row = self._one(f"SELECT * FROM sectors WHERE rebuild = 'requested'{where} ORDER BY miner, number LIMIT 1",
+                        params)
         return None if row is None else _sector_from_row(row)
 
     def held_by(self, worker: WorkerRef, kind: "HeldJob") -> SectorRecord | None:
@@ -494,7 +537,13 @@ class Tx:
         self._update_sector(sector, "aborted = 1, abort_reason = ?", (reason,))
 
     def set_rebuild(self, sector: SectorId, state: RebuildState | None) -> None:
-        self._update_sector(sector, "rebuild = ?", (_optional(state, lambda s: s.value),))
+        """A new request clears the reason an earlier one was given up."""
+        clear = ", rebuild_abort_reason = NULL" if state is RebuildState.Requested else ""
+        self._update_sector(sector, f"rebuild = ?{clear}", (_optional(state, lambda s: s.value),))
+
+    def end_rebuild(self, sector: SectorId, reason: str) -> None:
+        """Give a rebuild up: it stays ended, with its reason, until an operator requests it again."""
+        self._update_sector(sector, "rebuild = NULL, rebuild_abort_reason = ?", (reason,))
 
     def set_upgrade(self, sector: SectorId, upgrade: UpgradeRecord) -> None:
         self._update_sector(
@@ -528,8 +577,39 @@ class Tx:
         return Deal(cursor.lastrowid, piece, piece_path, payload_size)
 
     def free_deals(self) -> list[Deal]:
-        rows = self._all("SELECT * FROM deals WHERE sector_miner IS NULL ORDER BY deal_id")
+        rows = self._all("SELECT * FROM deals WHERE sector_miner IS NULL AND quarantine IS NULL ORDER BY deal_id")
         return [_deal_from_row(r) for r in rows]
+
+    def quarantine_deal(self, deal_id: int, reason: str, by: SectorId, size: int, mtime_ns: int) -> bool:
+        """Keep a deal out of the pool until its piece file changes; False if there is no such deal."""
+        cursor = self._conn.execute(
+            "UPDATE deals SET quarantine = ?, quarantine_miner = ?, quarantine_number = ?, quarantine_size = ?,"
+            " quarantine_mtime_ns = ? WHERE deal_id = ?",
+            (reason, *_key(by), size, mtime_ns, deal_id),
+        )
+        return cursor.rowcount == 1
+
+    def quarantined_deals(self) -> list[QuarantinedDeal]:
+        rows = self._all("SELECT * FROM deals WHERE quarantine IS NOT NULL ORDER BY deal_id")
+        return [QuarantinedDeal(_deal_from_row(r), r["quarantine_size"], r["quarantine_mtime_ns"]) for r in rows]
+
+    def release_quarantine(self, deal_id: int, piece: PieceInfo, payload_size: int) -> None:
+        """The piece file changed: the deal takes its new commitment and is free again."""
+        self._conn.execute(
+            "UPDATE deals SET piece_commitment = ?, piece_size = ?, payload_size = ?, quarantine = NULL,"
+            " quarantine_miner = NULL, quarantine_number = NULL, quarantine_size = NULL,"
+            " quarantine_mtime_ns = NULL WHERE deal_id = ?",
+            (piece.commitment, piece.size, payload_size, deal_id),
+        )
+
+    def deals_about(self, sector: SectorId) -> list[DealRecord]:
+        """A sector's deals, and those its abort quarantined."""
+        rows = self._all(
+            "SELECT * FROM deals WHERE (sector_miner = ? AND sector_number = ?)"
+            " OR (quarantine_miner = ? AND quarantine_number = ?) ORDER BY deal_id",
+            (*_key(sector), *_key(sector)),
+        )
+        return [_deal_record_from_row(r) for r in rows]
 
     def deals_of(self, sector: SectorId, for_upgrade: bool) -> list[Deal]:
         """The deals assigned to a sector (its own, or those of its upgrade), in piece order."""
@@ -648,6 +728,56 @@ class Tx:
         return held
 
 
+def _statements(script: str) -> Iterator[str]:
+    """The SQL statements of `script`, one by one."""
+    pending = ""
+    for line in script.splitlines(keepends=True):
+        pending += line
+        if sqlite3.complete_statement(pending):
+            yield pending
+            pending = ""
+
+
+def _schema_version(conn: sqlite3.Connection) -> int:
+    """0: a new file; 1: a file from before versions were recorded."""
+    tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    if "meta" not in tables:
+        return 0
+    row = conn.execute("SELECT value FROM meta WHERE key = ?", (_SCHEMA_VERSION_KEY,)).fetchone()
+    if row is None:
+        return 1 if "sectors" in tables else 0
+    try:
+        return int(row[0])
+    except ValueError:
+        raise UnknownSchema(f"schema_version {row[0]!r} is not a number") from None
+
+
+def inspect_db(state_dir: Path) -> str:
+    """What a manager start would find in `state_dir`, without changing anything (`run --check`).
+
+    Raises UnknownSchema (or sqlite3.Error) when a start would fail on it.
+    """
+    path = state_dir / DB_FILE_NAME
+    if not path.exists():
+        return f"{path} does not exist yet: a start creates it (schema version {SCHEMA_VERSION})"
+    conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    try:
+        conn.execute("PRAGMA quick_check").fetchone()
+        version = _schema_version(conn)
+        if version > SCHEMA_VERSION:
+            raise UnknownSchema(f"{path} has schema version {version}; this manager knows up to {SCHEMA_VERSION}. "
+                                "Fix: run the newer damocles-manager that wrote it")
+        if version == 0:
+            raise UnknownSchema(f"{path} is not a damocles manager database (no meta table). "
+                                "Fix: point --state-dir at the manager's own directory")
+        sectors = conn.execute("SELECT COUNT(*) FROM sectors").fetchone()[0]
+        deals = conn.execute("SELECT COUNT(*) FROM deals").fetchone()[0]
+    finally:
+        conn.close()
+    upgrade = "" if version == SCHEMA_VERSION else f" (a start upgrades it to version {SCHEMA_VERSION})"
+    return f"{path}: schema version {version}{upgrade}, {sectors} sectors, {deals} deals"
+
+
 class ManagerDB:
     """The SQLite file, shared by every thread through one connection behind one lock."""
 
@@ -663,7 +793,26 @@ class ManagerDB:
             # FULL: a committed sector number is on disk before it is handed out, so it is never reused.
             self._conn.execute("PRAGMA synchronous = FULL")
             self._conn.execute("PRAGMA busy_timeout = 10000")  # another process on the same file
-            self._conn.executescript(f"BEGIN IMMEDIATE;{_SCHEMA}COMMIT;")  # all tables or none
+            self._conn.execute("BEGIN IMMEDIATE")  # all tables and columns, or none
+            try:
+                version = _schema_version(self._conn)
+                if version > SCHEMA_VERSION:
+                    raise UnknownSchema(f"{self.path} has schema version {version}; this manager knows up to "
+                                        f"{SCHEMA_VERSION}. Fix: run the newer damocles-manager that wrote it")
+                for statement in _statements(_SCHEMA):  # (executescript would commit half-way)
+                    self._conn.execute(statement)
+                for table, columns in _ADDED_COLUMNS.items():
+                    present = {r["name"] for r in self._conn.execute(f"PRAGMA table_info({table})")}
+                    for name, kind in columns:
+                        if name not in present:
+                            self._conn.execute(f"ALTER TABLE {table} ADD COLUMN {name} {kind}")
+                self._conn.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)",
+                                   (_SCHEMA_VERSION_KEY, str(SCHEMA_VERSION)))
+            except BaseException:
+                self._conn.execute("ROLLBACK")
+                self._conn.close()
+                raise
+            self._conn.execute("COMMIT")
 
     @contextmanager
     def transaction(self) -> Iterator[Tx]:

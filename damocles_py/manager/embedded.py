@@ -16,6 +16,7 @@ verification runs inside that transaction too: it takes milliseconds, and doing 
 from __future__ import annotations
 
 import logging
+import re
 import shutil
 import struct
 import threading
@@ -25,6 +26,7 @@ from pathlib import Path
 
 from damocles_py import proofs
 from damocles_py.config.schema import EmbeddedManagerConfig
+from damocles_py.fsm.failure import FailureCause
 from damocles_py.manager.chain import Clock, SimulatedChain
 from damocles_py.manager.db import (
     CommitRecord,
@@ -54,6 +56,7 @@ from damocles_py.manager.interface import (
     Deal,
     ManagerRequestError,
     ManagerUnavailable,
+    NotTheHolder,
     OnChainState,
     OnChainStatus,
     PreCommitInfo,
@@ -73,6 +76,7 @@ from damocles_py.manager.interface import (
     WorkerPing,
     WorkerRef,
     WorkerStatus,
+    bounded_text,
 )
 from damocles_py.proofs import PieceInfo, SealProof
 
@@ -161,14 +165,49 @@ def _pre_commit_deadline(record: SectorRecord, config: EmbeddedManagerConfig) ->
     return DeadlineKind.PreCommitExpiry, seed_epoch, config.seed_expiry_epochs
 
 
+def _holds(record: SectorRecord, worker: WorkerRef) -> bool:
+    return (record.holder.instance, record.holder.thread) == (worker.instance, worker.thread)
+
+
+def _not_holder(record: SectorRecord, worker: WorkerRef) -> str:
+    return (f"sector {record.id} is held by worker {record.holder.instance} thread {record.holder.thread}, "
+            f"not by {worker.instance} thread {worker.thread}")
+
+
 def _report_refusal(sector: SectorId, record: SectorRecord | None, worker: WorkerRef) -> str | None:
     """Why a state report is refused: an unknown sector, or one another worker thread holds."""
     if record is None:
         return f"unknown sector {sector}"
-    holder = record.holder
-    if (holder.instance, holder.thread) != (worker.instance, worker.thread):
-        return f"sector {sector} is held by worker {holder.instance} thread {holder.thread}"
-    return None
+    return None if _holds(record, worker) else _not_holder(record, worker)
+
+
+def _rebuild_given_up(record: SectorRecord) -> bool:
+    """A finished (never upgraded) sector whose last rebuild was given up: its holder is the
+    rebuild thread, whose reports must now be told to stop."""
+    return (record.finished and record.rebuild is None and record.upgrade is None
+            and record.rebuild_abort_reason is not None)
+
+
+def _bounded_report(report: StateReport) -> StateReport:
+    """A state report whose free text is safe to store and print (see `bounded_text`)."""
+    def text(value: str | None) -> str | None:
+        return None if value is None else bounded_text(value)
+
+    return StateReport(report.worker, text(report.prev), text(report.next), text(report.event),
+                       text(report.failure_level), text(report.failure_cause), text(report.failure_desc))
+
+
+# How a PieceCommitmentMismatch names the deal at fault ("deal 3: piece ... has commP ...").
+_DEAL_IN_REASON = re.compile(r"\bdeal (\d+)\b")
+
+
+def _file_stamp(path: str) -> tuple[int, int]:
+    """(size, mtime_ns) of a piece file, (-1, -1) if it cannot be read: what a change is seen by."""
+    try:
+        st = Path(path).stat()
+    except OSError:
+        return -1, -1
+    return st.st_size, st.st_mtime_ns
 
 
 def _allows(spec: AllocateSpec, miner: int, proof: SealProof) -> bool:
@@ -257,6 +296,7 @@ class EmbeddedManager:
         while not self._stopping.is_set():
             try:
                 self._register_new_pieces()
+                self.recheck_quarantined_deals()
             except Exception:  # noqa: BLE001 - the scanner must outlive a bad file or a busy disk
                 if self._stopping.is_set():
                     return
@@ -313,12 +353,14 @@ class EmbeddedManager:
             if record is None:
                 return None
             history = tx.history(sector_id)
+            deals = tuple(tx.deals_about(sector_id))
             worker = tx.worker(record.holder.instance)
             held = tx.sectors_in_progress_by_holder().get(record.holder.instance, [])
         epoch = self.chain.epoch()
         holder = self._worker_status(record.holder.instance, worker, held, now)
         thread = next((t for t in holder.threads if t.index == record.holder.thread), None)
-        return SectorDebug(record, tuple(history), epoch, sector_deadlines(record, self.config, epoch), holder, thread)
+        return SectorDebug(record, tuple(history), epoch, sector_deadlines(record, self.config, epoch), holder, thread,
+                           deals)
 
     # -----------------------------------------------------------------------------------------
     # helpers
@@ -386,6 +428,30 @@ class EmbeddedManager:
         if deal is not None:
             log.info("deal %d: piece %s (%d bytes, commP %s)", deal.deal_id, path, payload_size,
                      piece.commitment.hex())
+
+    def recheck_quarantined_deals(self) -> list[Deal]:
+        """Free each quarantined deal whose piece file changed, with its commP computed again.
+
+        Run by the background scanner; returns the deals freed."""
+        with self._db.transaction() as tx:
+            quarantined = tx.quarantined_deals()
+        freed = []
+        for q in quarantined:
+            path = q.deal.piece_path
+            stamp = _file_stamp(path)
+            if stamp == (q.size, q.mtime_ns) or stamp == (-1, -1) or stamp[0] > self.seal_proof.sector_size.unpadded:
+                continue  # unchanged, gone, or too big: it stays out of the pool
+            try:
+                piece = proofs.piece_commitment(self.seal_proof, path)
+            except (proofs.InvalidInput, proofs.ProofsError, OSError) as e:
+                self._warn_once(f"quarantine:{path}:{stamp}", "quarantined deal %d: %s", q.deal.deal_id, e)
+                continue
+            with self._db.transaction() as tx:
+                tx.release_quarantine(q.deal.deal_id, piece, stamp[0])
+            log.info("deal %d: piece %s changed (commP now %s): out of quarantine, back in the pool",
+                     q.deal.deal_id, path, piece.commitment.hex())
+            freed.append(Deal(q.deal.deal_id, piece, path, stamp[0]))
+        return freed
 
     def _warn_once(self, key: str, message: str, *args) -> None:
         if key not in self._warned_pieces:
@@ -599,7 +665,7 @@ class EmbeddedManager:
                 return SnapUpCandidate(AllocatedSector(held.id, held.proof),
                                        tuple(tx.deals_of(held.id, for_upgrade=True)),
                                        held.pre_commit.info.comm_r, held.store)
-            record = tx.first_snapup_candidate(spec.allowed_miners, spec.allowed_proofs)
+            record = tx.first_snapup_candidate(spec.allowed_miners, spec.allowed_proofs, spec.allowed_stores)
             if record is None:
                 return None
             chosen = choose_deals(tx.free_deals(), record.proof.sector_size, deals)
@@ -674,7 +740,7 @@ class EmbeddedManager:
             if held is not None:  # its earlier answer was lost: the same job
                 log.info("rebuild of %s handed again to %s/%d", held.id, worker.instance, worker.thread)
                 return self._rebuild_job(tx, held)
-            record = tx.first_rebuild_request(spec.allowed_miners, spec.allowed_proofs)
+            record = tx.first_rebuild_request(spec.allowed_miners, spec.allowed_proofs, spec.allowed_stores)
             if record is None:
                 return None
             tx.set_rebuild(record.id, RebuildState.Taken)
@@ -703,6 +769,7 @@ class EmbeddedManager:
     # reports and operator actions
 
     def report_state(self, sector: SectorId, report: StateReport) -> SectorStateResp:
+        report = _bounded_report(report)
         now = self._clock()
         with self._db.transaction() as tx:
             tx.touch_worker(report.worker.instance, now)
@@ -713,13 +780,15 @@ class EmbeddedManager:
                 answer = self._answer_report(tx, record)
         # Refused after the transaction: the sign of life is kept, the report is not.
         if refusal is not None:
-            raise ManagerRequestError(refusal)
+            raise (ManagerRequestError if record is None else NotTheHolder)(refusal)
         return answer
 
     def _answer_report(self, tx: Tx, record: SectorRecord) -> SectorStateResp:
         """Tell the worker to give the sector up if it was aborted or can no longer be saved."""
         if record.aborted:
             return SectorStateResp(finalized=True, abort_reason=record.abort_reason)
+        if _rebuild_given_up(record):  # the rebuild thread holding it must stop
+            return SectorStateResp(finalized=True, abort_reason=f"rebuild given up: {record.rebuild_abort_reason}")
         epoch = self.chain.epoch()
         final = next((d for d in sector_deadlines(record, self.config, epoch) if d.kind.final and d.passed), None)
         if final is None:
@@ -734,39 +803,86 @@ class EmbeddedManager:
         with self._db.transaction() as tx:
             tx.record_ping(ping, self._clock())
 
-    def report_finalized(self, sector: SectorId) -> None:
+    def _require_held(self, tx: Tx, sector: SectorId, worker: WorkerRef) -> SectorRecord:
+        """The sector, if `worker` (its instance and thread) holds it; the caller's report otherwise
+        is refused: only the thread working on a sector may say it is done."""
+        record = self._require(tx, sector)
+        if not _holds(record, worker):
+            raise NotTheHolder(_not_holder(record, worker))
+        tx.touch_worker(worker.instance, self._clock())
+        return record
+
+    def report_finalized(self, sector: SectorId, *, worker: WorkerRef) -> None:
         with self._db.transaction() as tx:
-            record = self._require(tx, sector)
+            record = self._require_held(tx, sector, worker)
             if record.rebuild is RebuildState.Taken:
-                tx.set_rebuild(sector, None)  # rebuilt: the request is done
-            elif record.upgrade is None:
+                tx.set_rebuild(sector, None)  # rebuilt (its files were checked by submit_persisted)
+            elif _rebuild_given_up(record):
+                raise ManagerRequestError(f"sector {sector}: its rebuild was given up ({record.rebuild_abort_reason}); "
+                                          "`damocles-manager sector rebuild` requests a new one")
+            elif record.upgrade is not None:
+                if record.upgrade.state is not UpgradeState.Upgraded:
+                    raise ManagerRequestError(f"sector {sector}: its update proof was not accepted; "
+                                              "it cannot be finished (submit the update proof first)")
+                # the upgrade was recorded when its proof was accepted; nothing more to do
+            elif record.aborted:
+                raise ManagerRequestError(f"sector {sector} was aborted ({record.abort_reason}); "
+                                          "it cannot be finished")
+            elif record.commit is None or record.commit.state is not Submission.Accepted:
+                raise ManagerRequestError(f"sector {sector} has no accepted proof; it cannot be finished "
+                                          "(submit its proof first)")
+            else:
                 tx.mark_finished(sector)
-            # an upgrade was recorded when its proof was accepted; nothing more to do
             tx.release_reservation(sector)
 
-    def report_aborted(self, sector: SectorId, reason: str) -> None:
+    def report_aborted(self, sector: SectorId, reason: str, *, worker: WorkerRef,
+                       cause: FailureCause | None = None) -> None:
+        reason = bounded_text(reason)
         with self._db.transaction() as tx:
-            self._abort(tx, self._require(tx, sector), reason)
+            record = self._require_held(tx, sector, worker)
+            if cause is FailureCause.PieceCommitmentMismatch:
+                self._quarantine_deals(tx, record, reason)
+            self._abort(tx, record, reason)
+
+    def _quarantine_deals(self, tx: Tx, record: SectorRecord, reason: str) -> None:
+        """Keep the deal(s) whose piece failed its commitment check out of the pool until the file
+        changes; otherwise every new sector would take the deal and abort ("poison deal")."""
+        if record.finished and not self._upgrading(record):
+            return  # a rebuild: the deals are on chain already, nothing goes back to the pool
+        deals = tx.deals_of(record.id, for_upgrade=self._upgrading(record))
+        named = {int(n) for n in _DEAL_IN_REASON.findall(reason)}
+        at_fault = [d for d in deals if d.deal_id in named] or deals  # unnamed: all of the sector's
+        for deal in at_fault:
+            size, mtime_ns = _file_stamp(deal.piece_path)
+            tx.quarantine_deal(deal.deal_id, f"{FailureCause.PieceCommitmentMismatch.name}: {reason}", record.id,
+                               size, mtime_ns)
+            log.warning("deal %d quarantined until its piece file %s changes: %s", deal.deal_id, deal.piece_path,
+                        reason)
 
     def abort_sector(self, sector_id: SectorId, reason: str) -> None:
-        """Operator action: give up a sector (or its running upgrade/rebuild); its deals go back."""
+        """Operator action: give up a sector (or its upgrade, or its rebuild, requested or running);
+        its deals go back."""
+        reason = bounded_text(reason)
         with self._db.transaction() as tx:
             record = self._require(tx, sector_id)
-            if record.finished and record.rebuild is not RebuildState.Taken and not self._upgrading(record):
+            if record.finished and record.rebuild is None and not self._upgrading(record):
                 raise ManagerRequestError(f"sector {sector_id} is finished and nothing is running on it")
-            self._abort(tx, record, reason)
+            self._abort(tx, record, reason, by_operator=True)
 
     @staticmethod
     def _upgrading(record: SectorRecord) -> bool:
         return record.upgrade is not None and record.upgrade.state is UpgradeState.Upgrading
 
-    def _abort(self, tx: Tx, record: SectorRecord, reason: str) -> None:
+    def _abort(self, tx: Tx, record: SectorRecord, reason: str, by_operator: bool = False) -> None:
         """Abort what is running on a sector. A finished sector is sealed and on chain: aborting
-        gives up its running job (rebuild, upgrade), never the sector itself."""
+        gives up its running job (rebuild, upgrade), never the sector itself. An operator may also
+        give up a rebuild that is only requested."""
         sector = record.id
-        if record.rebuild is RebuildState.Taken:
-            log.warning("sector %s: rebuild aborted (%s); it stays requested for another try", sector, reason)
-            tx.set_rebuild(sector, RebuildState.Requested)
+        if record.rebuild is RebuildState.Taken or (by_operator and record.rebuild is not None):
+            # Given up for good (a rebuild that cannot succeed would otherwise be retried forever):
+            # the reason is shown by `sector debug`; an operator requests it again explicitly.
+            log.warning("sector %s: rebuild given up (%s); `sector rebuild` requests it again", sector, reason)
+            tx.end_rebuild(sector, reason)
         elif self._upgrading(record):
             log.warning("sector %s: snap-up aborted (%s); its deals go back to the pool", sector, reason)
             tx.release_deals(sector, for_upgrade=True)

@@ -15,7 +15,7 @@ from damocles_py.fsm.failure import FailureCause
 from damocles_py.proofs import PieceInfo, SealProof
 
 if TYPE_CHECKING:  # db.py imports this module; its records are only named in annotations here
-    from damocles_py.manager.db import HistoryRow, SectorRecord
+    from damocles_py.manager.db import DealRecord, HistoryRow, SectorRecord
 
 
 class ManagerUnavailable(Exception):
@@ -328,6 +328,7 @@ class SectorDebug:
     deadlines: tuple[Deadline, ...]  # of an unfinished, unaborted sector; empty otherwise
     holder: WorkerStatus  # liveness of the worker instance holding the sector
     holder_thread: ThreadSummary | None = None  # the holding thread, as its worker's last ping described it
+    deals: tuple[DealRecord, ...] = ()  # its deals, and those quarantined by its abort
 
 
 class SectorManager(Protocol):

@@ -150,6 +150,16 @@ class SectorManagerStub:
                 request_serializer=manager__pb2.DebugSectorRequest.SerializeToString,
                 response_deserializer=manager__pb2.SectorDebug.FromString,
                 _registered_method=True)
+        self.ListDeals = channel.unary_unary(
+                '/damocles.manager.v1.SectorManager/ListDeals',
+                request_serializer=manager__pb2.ListDealsRequest.SerializeToString,
+                response_deserializer=manager__pb2.ListDealsResponse.FromString,
+                _registered_method=True)
+        self.ImportPieces = channel.unary_unary(
+                '/damocles.manager.v1.SectorManager/ImportPieces',
+                request_serializer=manager__pb2.ImportPiecesRequest.SerializeToString,
+                response_deserializer=manager__pb2.ImportPiecesResponse.FromString,
+                _registered_method=True)
 
 
 class SectorManagerServicer:
@@ -297,6 +307,19 @@ class SectorManagerServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListDeals(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ImportPieces(self, request, context):
+        """new piece files become deals now
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_SectorManagerServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -414,6 +437,16 @@ def add_SectorManagerServicer_to_server(servicer, server):
                     servicer.DebugSector,
                     request_deserializer=manager__pb2.DebugSectorRequest.FromString,
                     response_serializer=manager__pb2.SectorDebug.SerializeToString,
+            ),
+            'ListDeals': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListDeals,
+                    request_deserializer=manager__pb2.ListDealsRequest.FromString,
+                    response_serializer=manager__pb2.ListDealsResponse.SerializeToString,
+            ),
+            'ImportPieces': grpc.unary_unary_rpc_method_handler(
+                    servicer.ImportPieces,
+                    request_deserializer=manager__pb2.ImportPiecesRequest.FromString,
+                    response_serializer=manager__pb2.ImportPiecesResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -1038,6 +1071,60 @@ class SectorManager:
             '/damocles.manager.v1.SectorManager/DebugSector',
             manager__pb2.DebugSectorRequest.SerializeToString,
             manager__pb2.SectorDebug.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListDeals(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/damocles.manager.v1.SectorManager/ListDeals',
+            manager__pb2.ListDealsRequest.SerializeToString,
+            manager__pb2.ListDealsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ImportPieces(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/damocles.manager.v1.SectorManager/ImportPieces',
+            manager__pb2.ImportPiecesRequest.SerializeToString,
+            manager__pb2.ImportPiecesResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -5,13 +5,19 @@ INVALID_ARGUMENT naming the field and never reaches the manager. Errors the mana
 statuses the client turns back into the same exceptions (see `client.RemoteManager`):
 
     ManagerRequestError -> NOT_FOUND (the request's sector is unknown) or FAILED_PRECONDITION
+    NotTheHolder        -> PERMISSION_DENIED (a report about a sector another thread holds)
     ManagerUnavailable  -> UNAVAILABLE (the worker retries)
     anything else       -> INTERNAL, logged here with its traceback; the client gets one line
+
+With a farm token (`TokenAuth`), every call but the reads needs `authorization: Bearer <token>`;
+without one the server only listens on loopback. Requests are capped at MAX_REQUEST_BYTES.
 """
 
 from __future__ import annotations
 
 import functools
+import hmac
+import ipaddress
 import logging
 from collections.abc import Sequence
 from concurrent import futures
@@ -24,16 +30,66 @@ from damocles_py.manager import convert
 from damocles_py.manager import manager_pb2 as pb
 from damocles_py.manager import manager_pb2_grpc as pb_grpc
 from damocles_py.manager.convert import MalformedMessage, required
-from damocles_py.manager.interface import ManagerRequestError, ManagerUnavailable, SectorId, WorkerPing
+from damocles_py.manager.interface import (
+    ManagerRequestError,
+    ManagerUnavailable,
+    NotTheHolder,
+    SectorId,
+    WorkerPing,
+)
 
 log = logging.getLogger(__name__)
 
-# Sector lists and rebuild jobs can outgrow gRPC's 4 MiB default.
+# Sector lists and rebuild jobs can outgrow gRPC's 4 MiB default (answers; the client takes them).
 MAX_MESSAGE_BYTES = 64 << 20
 GRPC_MESSAGE_OPTIONS = [
     ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
     ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
 ]
+# No request needs more (the biggest is a proof, a few KiB; a ping of a thousand threads is ~100 KiB):
+# anything larger is refused with RESOURCE_EXHAUSTED before it is decoded.
+MAX_REQUEST_BYTES = 1 << 20
+
+# The calls that change nothing: served without the farm token (operators' reads, chain polls).
+READ_ONLY_METHODS = frozenset({"GetSector", "ListSectors", "DebugSector", "ListWorkers", "ListDeals",
+                               "PollPreCommitState", "PollProofState"})
+
+
+def _deny(request, context: grpc.ServicerContext):
+    context.abort(grpc.StatusCode.UNAUTHENTICATED,
+                  "this call needs the manager's farm token (metadata authorization: Bearer <token>). Fix: set "
+                  "[sector_manager.rpc_client] token_file (worker) or --token-file (CLI) to the manager's token file")
+
+
+class TokenAuth(grpc.ServerInterceptor):
+    """Refuses every call but READ_ONLY_METHODS that does not carry the farm token."""
+
+    _denied = grpc.unary_unary_rpc_method_handler(_deny)
+
+    def __init__(self, token: str):
+        self._expected = f"Bearer {token}".encode()
+
+    def intercept_service(self, continuation, handler_call_details):
+        method = handler_call_details.method.rsplit("/", 1)[-1]
+        if method in READ_ONLY_METHODS:
+            return continuation(handler_call_details)
+        given = next((value for key, value in handler_call_details.invocation_metadata or ()
+                      if key == "authorization"), "")
+        given = given.encode() if isinstance(given, str) else bytes(given)
+        if hmac.compare_digest(given, self._expected):
+            return continuation(handler_call_details)
+        return self._denied
+
+
+def is_loopback(host: str) -> bool:
+    """`host` (of a listen address) only reachable from this machine."""
+    host = host.strip("[]")
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False  # a name: it may resolve to anything
 
 
 @dataclass(frozen=True)
@@ -61,6 +117,8 @@ def _rpc(handler):
             return handler(self, request, context)
         except MalformedMessage as e:
             code, message = grpc.StatusCode.INVALID_ARGUMENT, f"malformed request: {e}"
+        except NotTheHolder as e:
+            code, message = grpc.StatusCode.PERMISSION_DENIED, str(e)
         except ManagerRequestError as e:
             code, message = self._refusal_status(request), str(e)
         except ManagerUnavailable as e:
@@ -198,13 +256,17 @@ class ManagerService(pb_grpc.SectorManagerServicer):
 
     @_rpc
     def ReportFinalized(self, request, context):
-        self.manager.report_finalized(convert.sector_id_from_pb(required(request, "sector")))
+        sector = convert.sector_id_from_pb(required(request, "sector"))
+        worker = convert.worker_ref_from_pb(required(request, "worker"))
+        self.manager.report_finalized(sector, worker=worker)
         return pb.ReportFinalizedResponse()
 
     @_rpc
     def ReportAborted(self, request, context):
         sector = convert.sector_id_from_pb(required(request, "sector"))
-        self.manager.report_aborted(sector, request.reason)
+        worker = convert.worker_ref_from_pb(required(request, "worker"))
+        cause = convert.failure_cause_from_pb(request, "cause")
+        self.manager.report_aborted(sector, request.reason, worker=worker, cause=cause)
         return pb.ReportAbortedResponse()
 
     # -----------------------------------------------------------------------------------------
@@ -244,6 +306,14 @@ class ManagerService(pb_grpc.SectorManagerServicer):
             raise ManagerRequestError(f"unknown sector {sector_id}")  # -> NOT_FOUND
         return convert.sector_debug_to_pb(debug)
 
+    @_rpc
+    def ListDeals(self, request, context):
+        return pb.ListDealsResponse(deals=[convert.deal_record_to_pb(d) for d in self.manager.deals()])
+
+    @_rpc
+    def ImportPieces(self, request, context):
+        return pb.ImportPiecesResponse(deals=[convert.deal_to_pb(d) for d in self.manager.import_pieces()])
+
     # -----------------------------------------------------------------------------------------
     # worker liveness
 
@@ -259,18 +329,27 @@ class ManagerService(pb_grpc.SectorManagerServicer):
 
 def serve_manager(manager, address: str, service: ManagerService | None = None,
                   max_workers: int = 16,
-                  interceptors: Sequence[grpc.ServerInterceptor] | None = None) -> tuple[grpc.Server, int]:
+                  interceptors: Sequence[grpc.ServerInterceptor] | None = None,
+                  token: str | None = None) -> tuple[grpc.Server, int]:
     """Start serving `manager` on `address` ("host:port"; port 0 picks a free one).
 
     Returns the started server and the port it listens on. `service` lets the caller keep the
     servicer; by default one is made for `manager`. `interceptors` see every call (e.g. the
-    metrics' one, `metrics.manager.ManagerMetrics.interceptor`).
+    metrics' one, `metrics.manager.ManagerMetrics.interceptor`). `token`: the farm token mutating
+    calls must carry; None (no auth) is refused unless `address` is a loopback one.
     """
+    host = address.rpartition(":")[0]
+    if token is None and not is_loopback(host):
+        raise UserError(f"refusing to serve the sector manager on {address} without a farm token: anyone who "
+                        f"can reach it could finish or abort any sector. Fix: drop --no-auth (the token is then "
+                        f"required), or listen on 127.0.0.1")
     # No SO_REUSEPORT: gRPC sets it by default, and a second manager started on the same port would
     # then bind too and silently take half the calls. Refusing the port is the clear failure.
-    options = [*GRPC_MESSAGE_OPTIONS, ("grpc.so_reuseport", 0)]
+    options = [("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+               ("grpc.max_receive_message_length", MAX_REQUEST_BYTES), ("grpc.so_reuseport", 0)]
+    chain = [*(interceptors or ()), *([TokenAuth(token)] if token is not None else [])]
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="manager-rpc"),
-                         options=options, interceptors=interceptors)
+                         options=options, interceptors=chain or None)
     pb_grpc.add_SectorManagerServicer_to_server(service or ManagerService(manager), server)
     try:
         port = server.add_insecure_port(address)
