@@ -5,8 +5,9 @@ queries checked against the metric names the scrapes expose.
 Prometheus and promtool come from Debian's `prometheus` package (scripts/test.sh installs it);
 the tests that need them are skipped, saying so, when they are missing.
 
-The worker is kept idle so these tests cost no CPU: it only takes 8MiB sectors while its embedded
-manager seals 2KiB ones, so allocation returns nothing and its thread stays in state Empty.
+The worker is kept idle so these tests cost no CPU: it seals deals only (no CC) and there are no
+deals, so its thread allocates one sector and waits in state Allocated. (A worker that accepts no
+size its embedded manager seals is refused at start.)
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ from damocles_py.manager.interface import AllocateSpec, SectorId, WorkerRef
 from damocles_py.metrics.manager import ManagerMetrics
 
 DASHBOARD = Path(__file__).resolve().parent.parent / "dashboards" / "damocles-worker.json"
-IDLE_SEALING = {"allowed_sizes": ["8MiB"], "recover_interval": "2s"}
+IDLE_SEALING = {"enable_deals": True, "disable_cc": True, "recover_interval": "2s"}
 NO_PROMETHEUS = "Debian's prometheus package is not installed (scripts/test.sh installs it: apt-get install prometheus)"
 
 
@@ -128,11 +129,11 @@ def test_worker_scrape_passes_promtool_and_shows_the_idle_thread(worker_port):
     text = scrape(worker_port)
     promtool_check_metrics(text)
     found = samples(text)
-    idle = {"thread": "0", "plan": "sealer", "state": "Empty", "thread_state": "idle"}
+    idle = {"thread": "0", "plan": "sealer", "state": "Allocated", "thread_state": "idle"}
     assert found[("damocles_sealing_thread_state", frozenset(idle.items()))] == 1
     assert found[("damocles_worker_info", frozenset({"worker": "test-worker"}.items()))] == 1
     assert found[("damocles_sectors_total", frozenset({"plan": "sealer", "outcome": "finished"}.items()))] == 0
-    # the idle thread keeps asking for a sector: its calls are counted and timed
+    # the thread asked for its sector: the call is counted and timed
     allocations = {"method": "allocate_sector", "outcome": "ok"}
     assert found[("damocles_manager_rpc_calls_total", frozenset(allocations.items()))] >= 1
     assert found[("damocles_manager_rpc_duration_seconds_count", frozenset({"method": "allocate_sector"}.items()))] >= 1
@@ -223,7 +224,7 @@ def test_prometheus_scrapes_the_worker_and_answers_a_query(worker_port, tmp_path
 
         (series,) = wait_until(idle_series, timeout=2 * STARTUP_BUDGET, what="Prometheus to scrape the idle thread", interval=0.5)
         labels = series["metric"]
-        assert (labels["thread"], labels["plan"], labels["state"]) == ("0", "sealer", "Empty")
+        assert (labels["thread"], labels["plan"], labels["state"]) == ("0", "sealer", "Allocated")
         assert labels["instance"] == f"127.0.0.1:{worker_port}"
         assert series["value"][1] == "1"
     finally:
