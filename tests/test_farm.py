@@ -100,7 +100,7 @@ def test_piece_commitment_mismatch_shows_cause_level_and_logs(tmp_path, daemon_f
     piece = write_random_piece(tmp_path / "pieces" / "deal.bin", 1500)
     config = load_config(cfg)
     manager = EmbeddedManager(config.sector_manager.embedded, [StoreInfo("persist-a", str(tmp_path / "persist/a"))])
-    (deal,) = manager.import_pieces()  # the deal's commP is fixed now
+    (deal,) = [r.deal for r in manager.deals()]  # imported at start: the deal's commP is fixed now
     manager.close()
     data = bytearray(piece.read_bytes())
     data[100] ^= 0xFF  # the piece file is then corrupted
