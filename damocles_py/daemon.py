@@ -19,7 +19,7 @@ from damocles_py.errors import UserError
 from damocles_py.fsm.context import StageLimits
 from damocles_py.manager.heartbeat import HeartbeatSender
 from damocles_py.manager.interface import SectorId, SectorManager, StoreInfo, ThreadSummary
-from damocles_py.preflight import admin_token_path, start_problems
+from damocles_py.preflight import admin_token_path, busy_problems, start_problems
 from damocles_py.store.durable import make_dirs
 from damocles_py.store.location import DirLock
 from damocles_py.thread.logs import install_rust_log_routing
@@ -38,7 +38,10 @@ def ensure_admin_token(config: Config) -> str:
 
 def preflight(config: Config) -> None:
     """Refuse a config that cannot start, before anything is created, locked or started."""
-    problems = start_problems(config)
+    # Locks held by another daemon and a busy admin port are probed here, before any state is
+    # created (grpc would only find the port at start, with a log line of its own). The locks are
+    # then taken for real; a port taken between now and start still fails there.
+    problems = start_problems(config) + busy_problems(config)
     if problems:
         more = (f" ({len(problems) - 1} more problem(s): see `damocles-worker daemon --check -c {config.path}`)"
                 if len(problems) > 1 else "")
@@ -49,7 +52,7 @@ def lock_dirs(config: Config) -> list[DirLock]:
     """Lock the worker's state_dir and every thread location for this process's lifetime."""
     make_dirs(config.worker.state_dir)
     wanted = [(config.worker.state_dir, "worker.state_dir")] + [
-        (t.location, f"sealing_thread[{t.index}] location") for t in config.sealing_threads]
+        (t.location, f"sealing_thread[{t.index}].location") for t in config.sealing_threads]
     locks: list[DirLock] = []
     try:
         for directory, what in wanted:

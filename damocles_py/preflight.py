@@ -82,7 +82,7 @@ def start_problems(config: Config) -> list[str]:
     return problems
 
 
-def _bind_problem(address: str, what: str, fix: str) -> str | None:
+def bind_problem(address: str, what: str, fix: str) -> str | None:
     """Whether `address` (host:port) can be listened on now, tried with a socket that is closed at once."""
     host, _, port = address.rpartition(":")
     host = host.strip("[]")
@@ -118,36 +118,47 @@ def _params_problems(config: Config) -> list[str]:
     return problems
 
 
-def check_problems(config: Config) -> list[str]:
-    """What only starting would reveal, probed without changing anything (for `daemon --check`)."""
+def busy_problems(config: Config) -> list[str]:
+    """Directories locked by a running daemon, then a busy admin port (probed; nothing is created)."""
     problems = []
     dirs = [(config.worker.state_dir, "worker.state_dir")] + [
         (t.location, f"sealing_thread[{t.index}].location") for t in config.sealing_threads]
     for directory, key in dirs:
         holder = lock_holder(directory)
         if holder:
-            problems.append(f"{config.path}: {key} {directory} is locked by a running daemon: {holder}. "
-                            f"Fix: stop that daemon before starting another on this config")
-    bind = _bind_problem(config.worker.rpc_server.address, "the admin API address",
-                         "stop the process using it, or set another [worker.rpc_server] port")
+            problems.append(f"{config.path}: {key} {directory} is in use by another damocles-worker daemon: "
+                            f"{holder}. Fix: stop that daemon first (kill -TERM <pid>), or give this one its own config")
+    bind = bind_problem(config.worker.rpc_server.address, "the admin API address",
+                        "stop the process using it, or set another [worker.rpc_server] port")
     if bind:
         problems.append(bind)
+    return problems
+
+
+def check_problems(config: Config) -> list[str]:
+    """What only starting would reveal, probed without changing anything (for `daemon --check`)."""
+    problems = busy_problems(config)
     if config.metrics.enable:
-        bind = _bind_problem(config.metrics.http_listen, "the metrics address",
-                             "stop the process using it, or set another [metrics] http_listen")
+        bind = bind_problem(config.metrics.http_listen, "the metrics address",
+                            "stop the process using it, or set another [metrics] http_listen")
         if bind:
             problems.append(bind)
     if not config.sector_manager.is_embedded:
         from damocles_py.manager.client import RemoteManager
 
-        manager = RemoteManager(config.sector_manager.addr, timeout=min(config.sector_manager.rpc_timeout, 5.0))
+        sm = config.sector_manager
         try:
-            manager.workers()
-        except Exception as e:
-            problems.append(f"the sector manager at {config.sector_manager.addr} does not answer ({e}). "
-                            f"Fix: start it (damocles-manager run ...) or correct [sector_manager.rpc_client] addr")
-        finally:
-            manager.close()
+            manager = RemoteManager(sm.addr, timeout=min(sm.rpc_timeout, 5.0), token_file=sm.token_file)
+        except Exception as e:  # the farm token file is unusable
+            problems.append(f"{config.path}: sector_manager.rpc_client.token_file: {e}")
+        else:
+            try:
+                manager.workers()
+            except Exception as e:
+                problems.append(f"the sector manager at {sm.addr} does not answer ({e}). Fix: start it "
+                                f"(damocles-manager run ...) or correct [sector_manager.rpc_client] addr")
+            finally:
+                manager.close()
     try:
         problems += _params_problems(config)
     except Exception as e:  # the proofs extension missing is a problem of this install

@@ -222,5 +222,8 @@ def test_persist_refuses_foreign_files_and_replaces_only_its_own(tmp_path, daemo
                                                  "--state", "TreeDBuilt").stdout
     wait_until(lambda: history_count(thread, "PersistanceSubmitted") == 2 and thread.status.state == "PersistanceSubmitted",
                STARTUP_BUDGET, "the re-sealed sector to persist again")
-    assert thread.status.thread_state != "paused" and thread.status.last_failure is None
+    sector = thread.db.current()
+    assert sector.failure is None and thread.status.thread_state != "paused"
+    conflicts = [h for h in thread.db.history(sector.uid) if h.failure_cause == "StoreFileConflict"]
+    assert len(conflicts) == 1  # the second persist replaced its own files without a conflict
     assert foreign_sealed.read_bytes() == local_sealed.read_bytes() != first_replica

@@ -128,7 +128,7 @@ def test_second_daemon_on_the_same_config_exits_naming_the_holder(tmp_path):
         # --check sees the locks and the busy port too, and exits 1
         check = daemon_cli(cfg, "--check")
         assert check.returncode == 1 and "Traceback" not in check.stderr + check.stdout
-        assert f"locked by a running daemon: pid {first.pid}" in check.stdout
+        assert f"in use by another damocles-worker daemon: pid {first.pid}" in check.stdout
         assert "cannot be listened on" in check.stdout
 
         # another config (own state_dir and location) on the same admin port: the port is refused
@@ -136,7 +136,9 @@ def test_second_daemon_on_the_same_config_exits_naming_the_holder(tmp_path):
         other.mkdir()
         cfg2 = write_config(other, sealing=IDLE)
         replace_in(cfg2, cfg2.read_text().split("port = ")[1].split()[0], address.rsplit(":", 1)[1])
-        assert_refused(daemon_cli(cfg2), f"cannot listen on {address}")
+        before = snapshot(other)
+        assert_refused(daemon_cli(cfg2), f"the admin API address {address} cannot be listened on")
+        assert snapshot(other) == before
     finally:
         stop_process(first)
     # once the first daemon is gone, its locks are gone with it
@@ -155,7 +157,7 @@ def test_location_shared_by_two_configs_is_locked(tmp_path):
     first = start_daemon_process(cfg_a, tmp_path / "daemon-a.log")
     try:
         wait_until(lambda: admin_answers(address), STARTUP_BUDGET, "the first daemon to serve")
-        assert_refused(daemon_cli(cfg_b), "sealing_thread[0] location", str(a / "store" / "t0"), f"pid {first.pid}")
+        assert_refused(daemon_cli(cfg_b), "sealing_thread[0].location", str(a / "store" / "t0"), f"pid {first.pid}")
     finally:
         stop_process(first)
 

@@ -135,7 +135,11 @@ def serve_admin(daemon, address: str, token: str) -> grpc.Server:
     # grpc enables SO_REUSEPORT by default: a second daemon would then share the port silently
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=4), options=[("grpc.so_reuseport", 0)])
     pb_grpc.add_WorkerAdminServicer_to_server(AdminService(daemon, token), server)
-    if server.add_insecure_port(address) == 0:
+    try:
+        bound = server.add_insecure_port(address)
+    except RuntimeError:  # newer grpc raises instead of returning 0
+        bound = 0
+    if bound == 0:
         raise UserError(f"cannot listen on {address} for the admin API (in use?). "
                         f"Fix: set another [worker.rpc_server] port, or stop the process using it")
     server.start()
