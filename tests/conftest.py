@@ -163,16 +163,21 @@ def worker_cli(*args, check=True, timeout=60) -> subprocess.CompletedProcess:
 
 
 def thread_db_rows(location: Path, sql: str, args=()) -> list[tuple]:
-    """Rows of a query on a thread's database, read from outside its daemon (read-only; [] if none yet)."""
+    """Rows of a query on a thread's database, read from outside its daemon ([] if it has none yet).
+
+    A plain connection, not `mode=ro`: a read-only one cannot open a WAL database whose daemon was
+    killed and left no shared-memory file, and would then look empty."""
     import sqlite3
 
     db = location / "sealing.sqlite3"
     if not db.exists():
         return []
-    conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=10)
+    conn = sqlite3.connect(db, timeout=10)
     try:
         return conn.execute(sql, args).fetchall()
-    except sqlite3.OperationalError:  # the daemon has not created its tables yet
-        return []
+    except sqlite3.OperationalError as e:
+        if "no such table" in str(e):  # the daemon has not created its tables yet
+            return []
+        raise
     finally:
         conn.close()
