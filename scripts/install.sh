@@ -16,5 +16,7 @@ if ! command -v cargo >/dev/null 2>&1; then
   exit 2
 fi
 
+echo "installing damocles-py: building the Rust proofs extension (release; a cold build takes ~5-10 min on 2 cores, cached in $CARGO_TARGET_DIR)" >&2
 python3 -m pip install --quiet --disable-pip-version-check --root-user-action=ignore -e '.[test]'
+echo "checking the 2KiB Groth parameters (generated once, ~20 min on a fresh machine)" >&2
 damocles-worker params generate --sector-size 2KiB

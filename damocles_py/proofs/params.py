@@ -15,6 +15,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -106,10 +107,9 @@ def generate(sector_size: SectorSize, circuits: tuple[Circuit, ...] = tuple(Circ
             tmp.mkdir()
             try:
                 env = dict(os.environ, FIL_PROOFS_PARAMETER_CACHE=str(tmp))
-                subprocess.run(
+                _run_with_progress(
                     [sys.executable, "-m", "damocles_py.proofs._generate", circuit.value, str(int(sector_size))],
-                    env=env,
-                    check=True,
+                    env, f"{circuit.name} parameters for {sector_size} sectors",
                 )
                 for suffix in (".meta", ".params", ".vk"):
                     for produced in tmp.glob(f"*{suffix}"):
@@ -117,6 +117,33 @@ def generate(sector_size: SectorSize, circuits: tuple[Circuit, ...] = tuple(Circ
             finally:
                 shutil.rmtree(tmp, ignore_errors=True)
     return out
+
+
+# Minutes a local trusted setup takes on a 2-core machine, to tell the operator what to expect.
+_EXPECTED_MINUTES = {SectorSize(2 << 10): 10, SectorSize(8 << 20): 25}
+PROGRESS_EVERY = 30.0  # seconds between "still generating" lines
+
+
+def _run_with_progress(cmd: list[str], env: dict[str, str], what: str) -> None:
+    """Run a generator child, saying what it does and how long it has run (it is silent for minutes)."""
+    expected = _EXPECTED_MINUTES.get(SectorSize(int(cmd[-1])))
+    hint = f" (about {expected} min on 2 cores; done once, cached in {param_dir()})" if expected else ""
+    print(f"generating {what}{hint}", file=sys.stderr, flush=True)
+    start = time.monotonic()
+    child = subprocess.Popen(cmd, env=env)
+    while True:
+        try:
+            rc = child.wait(timeout=PROGRESS_EVERY)
+            break
+        except subprocess.TimeoutExpired:
+            print(f"  still generating {what}: {time.monotonic() - start:.0f} s so far", file=sys.stderr, flush=True)
+        except BaseException:
+            child.kill()
+            child.wait()
+            raise
+    if rc != 0:
+        raise subprocess.CalledProcessError(rc, cmd)
+    print(f"  {what}: done in {time.monotonic() - start:.0f} s", file=sys.stderr, flush=True)
 
 
 @dataclass(frozen=True)
