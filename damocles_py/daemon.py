@@ -136,11 +136,15 @@ class WorkerDaemon:
     def start(self) -> None:
         from damocles_py.admin.server import serve_admin
 
-        self._admin = serve_admin(self, self.config.worker.rpc_server.address, self.token)
-        if self.config.metrics.enable:
-            from damocles_py.metrics.worker import start_metrics_server
+        try:
+            self._admin = serve_admin(self, self.config.worker.rpc_server.address, self.token)
+            if self.config.metrics.enable:
+                from damocles_py.metrics.worker import start_metrics_server
 
-            self._metrics_server = start_metrics_server(self.config.metrics.http_listen, self.observer)
+                self._metrics_server = start_metrics_server(self.config.metrics.http_listen, self.observer)
+        except BaseException:  # no thread has started: leave nothing held behind
+            self.stop()
+            raise
         for t in self.threads:
             t.start()
         self._heartbeat.start()

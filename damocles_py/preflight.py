@@ -119,7 +119,7 @@ def _params_problems(config: Config) -> list[str]:
 
 
 def busy_problems(config: Config) -> list[str]:
-    """Directories locked by a running daemon, then a busy admin port (probed; nothing is created)."""
+    """Directories locked by a running daemon, then busy admin/metrics ports (probed; nothing is created)."""
     problems = []
     dirs = [(config.worker.state_dir, "worker.state_dir")] + [
         (t.location, f"sealing_thread[{t.index}].location") for t in config.sealing_threads]
@@ -132,17 +132,17 @@ def busy_problems(config: Config) -> list[str]:
                         "stop the process using it, or set another [worker.rpc_server] port")
     if bind:
         problems.append(bind)
+    if config.metrics.enable:
+        bind = bind_problem(config.metrics.http_listen, "the metrics address",
+                            "stop the process using it, or set another [metrics] http_listen")
+        if bind:
+            problems.append(bind)
     return problems
 
 
 def check_problems(config: Config) -> list[str]:
     """What only starting would reveal, probed without changing anything (for `daemon --check`)."""
     problems = busy_problems(config)
-    if config.metrics.enable:
-        bind = bind_problem(config.metrics.http_listen, "the metrics address",
-                            "stop the process using it, or set another [metrics] http_listen")
-        if bind:
-            problems.append(bind)
     if not config.sector_manager.is_embedded:
         from damocles_py.manager.client import RemoteManager
 
@@ -179,7 +179,7 @@ def describe(config: Config) -> list[str]:
         lines.append(f"sector manager: {config.sector_manager.addr}")
     for t in config.sealing_threads:
         sizes = ", ".join(map(str, t.sealing.allowed_sizes)) if t.sealing.allowed_sizes is not None else "any"
-        state = "ready" if location_problem(t.location, "") is None else f"NOT READY (see {init_command(t.location)})"
+        state = "ready" if location_problem(t.location, "") is None else f"NOT READY: {init_command(t.location)}"
         lines.append(f"thread {t.index}: plan {t.plan.value}, location {t.location} ({state}), sizes {sizes}")
     for s in config.attached:
         mode = "read-only" if s.readonly else "read-write"
