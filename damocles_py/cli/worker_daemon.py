@@ -64,7 +64,8 @@ def _client(args, need_token: bool):
 
         config = load_config(path)
         host = host or config.worker.rpc_server.address
-        token = read_token(admin_token_path(config))  # an empty or short token file is an error, not a credential
+        if need_token:  # an empty or short token file is an error, never a credential
+            token = read_token(admin_token_path(config))
     elif need_token or not host:
         raise UserError(f"no config file at {path}. Fix: pass -c <the worker's sealing.toml> "
                         f"(the admin address and token come from it)")
