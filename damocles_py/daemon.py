@@ -19,7 +19,7 @@ from damocles_py.errors import UserError
 from damocles_py.fsm.context import StageLimits
 from damocles_py.manager.heartbeat import HeartbeatSender
 from damocles_py.manager.interface import SectorId, SectorManager, StoreInfo, ThreadSummary
-from damocles_py.preflight import admin_token_path, busy_problems, start_problems
+from damocles_py.preflight import admin_token_path, busy_problems, locked_dirs, start_problems
 from damocles_py.store.durable import make_dirs
 from damocles_py.store.location import DirLock
 from damocles_py.thread.logs import install_rust_log_routing
@@ -49,13 +49,11 @@ def preflight(config: Config) -> None:
 
 
 def lock_dirs(config: Config) -> list[DirLock]:
-    """Lock the worker's state_dir and every thread location for this process's lifetime."""
-    make_dirs(config.worker.state_dir)
-    wanted = [(config.worker.state_dir, "worker.state_dir")] + [
-        (t.location, f"sealing_thread[{t.index}].location") for t in config.sealing_threads]
+    """Lock the worker's state_dir, the embedded manager's and every thread location for this process's lifetime."""
     locks: list[DirLock] = []
     try:
-        for directory, what in wanted:
+        for directory, what in locked_dirs(config):
+            make_dirs(directory)  # state dirs are created at start anyway; locations exist (preflight)
             locks.append(DirLock(directory, what).acquire())
     except BaseException:
         for lock in locks:

@@ -118,12 +118,18 @@ def _params_problems(config: Config) -> list[str]:
     return problems
 
 
+def locked_dirs(config: Config) -> list[tuple[Path, str]]:
+    """The directories a running daemon holds locked, with their config keys."""
+    dirs = [(config.worker.state_dir, "worker.state_dir")]
+    if config.sector_manager.is_embedded:  # two embedded managers on one database would hand out sectors twice
+        dirs.append((config.sector_manager.embedded.state_dir, "sector_manager.embedded.state_dir"))
+    return dirs + [(t.location, f"sealing_thread[{t.index}].location") for t in config.sealing_threads]
+
+
 def busy_problems(config: Config) -> list[str]:
     """Directories locked by a running daemon, then busy admin/metrics ports (probed; nothing is created)."""
     problems = []
-    dirs = [(config.worker.state_dir, "worker.state_dir")] + [
-        (t.location, f"sealing_thread[{t.index}].location") for t in config.sealing_threads]
-    for directory, key in dirs:
+    for directory, key in locked_dirs(config):
         holder = lock_holder(directory)
         if holder:
             problems.append(f"{config.path}: {key} {directory} is in use by another damocles-worker daemon: "
