@@ -2,9 +2,10 @@
 
 `start_problems` is what a start refuses (each problem one line naming the fix): thread locations
 not prepared by `store sealing-init` (an unmounted disk), stores missing, threads that could never
-get or persist a sector, an unusable admin token file. `check_problems` adds what only a start
-itself would find out (locks held by a running daemon, ports in use, the manager unreachable,
-parameter files missing), probed without changing anything.
+get or persist a sector, an unusable admin token file. `busy_problems` (directories locked by a
+running daemon, ports in use) is probed at start too, before any state is created. `check_problems`
+adds what only the work itself would find out (the manager unreachable, parameter files missing).
+Every probe here changes nothing: `daemon --check` runs them all.
 """
 
 from __future__ import annotations
