@@ -182,6 +182,15 @@ def test_sector_debug_of_a_number_too_big(tmp_path):
     assert snapshot(tmp_path) == before
 
 
+def test_other_bad_arguments(tmp_path):
+    cfg = write_config(tmp_path)
+    before = snapshot(tmp_path)
+    assert_refused(worker_cli("store", "sealing-init", "-l", "~nosuchuser/x", check=False), "~nosuchuser/x", "full path")
+    assert_refused(daemon_cli(cfg, "--stop-after-sectors", "-5"), "--stop-after-sectors")
+    assert_refused(worker_cli("worker", "resume", "-c", str(cfg), "-i", "99999999999", check=False), "--index")
+    assert snapshot(tmp_path) == before
+
+
 BAD_CONFIGS = {
     # (a change to the test config, text the line must contain)
     "unknown user's home": (('location = "./store/t0"', 'location = "~nosuchuser/x"'), 'cannot expand "~nosuchuser"'),
