@@ -303,7 +303,7 @@ def test_a_report_from_a_worker_not_holding_the_sector_is_refused(manager, clock
     with pytest.raises(ManagerRequestError, match="held by worker worker-a thread 0"):
         report(manager, sector.id, dataclasses.replace(WORKER, thread=1))  # same instance, another thread
     assert len(manager.history(sector.id)) == 1  # the refused reports are not recorded
-    assert not status_of(manager, "worker-b").lost  # but the worker that sent them is alive
+    assert "worker-b" not in {w.instance for w in manager.workers()}  # nor is their sender (its pings are)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -16,6 +16,7 @@ from damocles_py.admin import worker_admin_pb2 as pb
 from damocles_py.admin import worker_admin_pb2_grpc as pb_grpc
 from damocles_py.admin.token import MIN_TOKEN_CHARS
 from damocles_py.errors import UserError
+from damocles_py.grpc_strict import StrictDecoding
 from damocles_py.fsm.failure import Failure
 from damocles_py.fsm.states import State
 from damocles_py.manager.interface import SectorId
@@ -133,7 +134,9 @@ class AdminService(pb_grpc.WorkerAdminServicer):
 
 def serve_admin(daemon, address: str, token: str) -> grpc.Server:
     # grpc enables SO_REUSEPORT by default: a second daemon would then share the port silently
-    server = grpc.server(futures.ThreadPoolExecutor(max_workers=4), options=[("grpc.so_reuseport", 0)])
+    # undecodable requests: INVALID_ARGUMENT, not gRPC's INTERNAL; no request needs more than 1 MiB
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=4), interceptors=[StrictDecoding()],
+                         options=[("grpc.so_reuseport", 0), ("grpc.max_receive_message_length", 1 << 20)])
     pb_grpc.add_WorkerAdminServicer_to_server(AdminService(daemon, token), server)
     try:
         bound = server.add_insecure_port(address)

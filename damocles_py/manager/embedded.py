@@ -772,16 +772,13 @@ class EmbeddedManager:
         report = _bounded_report(report)
         now = self._clock()
         with self._db.transaction() as tx:
-            tx.touch_worker(report.worker.instance, now)
             record = tx.sector(sector)
             refusal = _report_refusal(sector, record, report.worker)
-            if refusal is None:
-                tx.append_history(sector, now, report)
-                answer = self._answer_report(tx, record)
-        # Refused after the transaction: the sign of life is kept, the report is not.
-        if refusal is not None:
-            raise (ManagerRequestError if record is None else NotTheHolder)(refusal)
-        return answer
+            if refusal is not None:  # a refused call changes nothing, not even liveness (anyone could send it)
+                raise (ManagerRequestError if record is None else NotTheHolder)(refusal)
+            tx.touch_worker(report.worker.instance, now)
+            tx.append_history(sector, now, report)
+            return self._answer_report(tx, record)
 
     def _answer_report(self, tx: Tx, record: SectorRecord) -> SectorStateResp:
         """Tell the worker to give the sector up if it was aborted or can no longer be saved."""

@@ -26,6 +26,7 @@ from dataclasses import dataclass
 import grpc
 
 from damocles_py.errors import UserError
+from damocles_py.grpc_strict import StrictDecoding
 from damocles_py.manager import convert
 from damocles_py.manager import manager_pb2 as pb
 from damocles_py.manager import manager_pb2_grpc as pb_grpc
@@ -347,7 +348,8 @@ def serve_manager(manager, address: str, service: ManagerService | None = None,
     # then bind too and silently take half the calls. Refusing the port is the clear failure.
     options = [("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
                ("grpc.max_receive_message_length", MAX_REQUEST_BYTES), ("grpc.so_reuseport", 0)]
-    chain = [*(interceptors or ()), *([TokenAuth(token)] if token is not None else [])]
+    # auth first: a caller without the token learns nothing, not even whether its bytes decode
+    chain = [*(interceptors or ()), *([TokenAuth(token)] if token is not None else []), StrictDecoding()]
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="manager-rpc"),
                          options=options, interceptors=chain or None)
     pb_grpc.add_SectorManagerServicer_to_server(service or ManagerService(manager), server)
