@@ -42,6 +42,7 @@ from damocles_py.manager.interface import (
     WorkerRef,
 )
 from damocles_py.manager.server import serve_manager
+from damocles_py.metrics.manager import ManagerMetrics
 from damocles_py.proofs import SealProof, SectorSize
 
 PROOF = SealProof.StackedDrg2KiBV1_1
@@ -269,6 +270,8 @@ def test_a_poison_deal_is_quarantined_until_its_file_changes(tmp_path):
         assert record.quarantine.startswith("PieceCommitmentMismatch: abort: PieceCommitmentMismatch: deal 1")
         second = m.allocate_sector(AllocateSpec(), replace(WORKER, thread=1))
         assert m.acquire_deals(second.id, AcquireDealsSpec()) == []  # not taken again: a CC sector
+        metrics = ManagerMetrics(m).registry
+        assert metrics.get_sample_value("damocles_manager_deals", {"state": "quarantined"}) == 1
         lines = "\n".join(format_sector_debug(m.sector_debug(first.id)))
         assert f"was its deal:  {deal.deal_id} {piece}" in lines and "QUARANTINED (from sector 1000-1)" in lines
 

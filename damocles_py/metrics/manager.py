@@ -4,6 +4,7 @@
     damocles_manager_grpc_requests_total{method,code}     gRPC requests served, by method and status code
     damocles_manager_grpc_request_duration_seconds{method} their latency
     damocles_manager_workers{status}                      workers alive / lost (only if the manager has `workers()`)
+    damocles_manager_deals{state}                         deals free / assigned / quarantined (a poison deal)
 
 Everything lives in the manager's own registry, so several managers (tests) never share series.
 """
@@ -27,6 +28,7 @@ log = logging.getLogger(__name__)
 
 # Every sector is counted once, in the most advanced of these it reached.
 SECTOR_STATES = ("allocated", "pre_committed", "proven", "finished", "aborted")
+DEAL_STATES = ("free", "assigned", "quarantined")
 WORKER_STATUSES = ("alive", "lost")  # always exported (0 if none); other statuses a manager reports are added
 RPC_BUCKETS = (0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5, 30)
 
@@ -83,6 +85,16 @@ class _StateCollector(Collector):
             family = GaugeMetricFamily("damocles_manager_sectors", "Sectors the manager knows, by state",
                                        labels=["state"])
             for state in SECTOR_STATES:
+                family.add_metric([state], counts.get(state, 0))
+            yield family
+
+        deals_fn = getattr(self._manager, "deals", None)
+        deals = self._read("deals", deals_fn) if callable(deals_fn) else None
+        if deals is not None:
+            counts = Tally("quarantined" if d.quarantine else "free" if d.sector is None else "assigned" for d in deals)
+            family = GaugeMetricFamily("damocles_manager_deals", "Deals the manager knows, by state "
+                                       "(quarantined: its piece failed its commitment check)", labels=["state"])
+            for state in DEAL_STATES:
                 family.add_metric([state], counts.get(state, 0))
             yield family
 
