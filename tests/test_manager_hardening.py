@@ -267,7 +267,7 @@ def test_a_poison_deal_is_quarantined_until_its_file_changes(tmp_path):
 
         (record,) = m.deals()
         assert record.sector is None and record.quarantined_by == first.id
-        assert record.quarantine.startswith("PieceCommitmentMismatch: abort: PieceCommitmentMismatch: deal 1")
+        assert record.quarantine.startswith("abort: PieceCommitmentMismatch: deal 1: piece")
         second = m.allocate_sector(AllocateSpec(), replace(WORKER, thread=1))
         assert m.acquire_deals(second.id, AcquireDealsSpec()) == []  # not taken again: a CC sector
         metrics = ManagerMetrics(m).registry

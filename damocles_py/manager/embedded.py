@@ -849,10 +849,11 @@ class EmbeddedManager:
         deals = tx.deals_of(record.id, for_upgrade=self._upgrading(record))
         named = {int(n) for n in _DEAL_IN_REASON.findall(reason)}
         at_fault = [d for d in deals if d.deal_id in named] or deals  # unnamed: all of the sector's
+        cause = FailureCause.PieceCommitmentMismatch.name
+        why = reason if cause in reason else f"{cause}: {reason}"
         for deal in at_fault:
             size, mtime_ns = _file_stamp(deal.piece_path)
-            tx.quarantine_deal(deal.deal_id, f"{FailureCause.PieceCommitmentMismatch.name}: {reason}", record.id,
-                               size, mtime_ns)
+            tx.quarantine_deal(deal.deal_id, why, record.id, size, mtime_ns)
             log.warning("deal %d quarantined until its piece file %s changes: %s", deal.deal_id, deal.piece_path,
                         reason)
 
