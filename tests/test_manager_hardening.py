@@ -428,3 +428,5 @@ def test_run_check_validates_without_changing_anything(tmp_path):
         (tmp_path / "state" / f"manager.sqlite3{suffix}").unlink(missing_ok=True)
     garbage = _run_manager(tmp_path, *common)
     assert garbage.returncode == 1 and "database" in garbage.stderr, garbage.stderr
+    bad_args = _run_manager(tmp_path, *common[:-3], "--store", "nameless", "--check")
+    assert bad_args.returncode == 1 and "--store: 'nameless' is not NAME=PATH" in bad_args.stderr

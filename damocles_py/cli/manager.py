@@ -160,6 +160,17 @@ def _open_manager(config, stores):
 
 
 def _cmd_run(args) -> int:
+    if args.check:  # every problem, bad arguments included, is a failed check: exit 1
+        try:
+            return _serve(args)
+        except UserError as e:
+            print(f"error: {e}", file=sys.stderr)
+            print("check: 1 problem(s)")
+            return 1
+    return _serve(args)
+
+
+def _serve(args) -> int:
     from damocles_py.manager.auth import ensure_token
     from damocles_py.manager.server import ManagerService, serve_manager
 
