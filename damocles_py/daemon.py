@@ -28,7 +28,7 @@ from damocles_py.thread.runtime import SealingThread, WorkerContext
 
 log = logging.getLogger("damocles.daemon")
 
-__all__ = ["WorkerDaemon", "admin_token_path", "build_manager", "ensure_admin_token", "preflight"]
+__all__ = ["WorkerDaemon", "admin_token_path", "build_manager", "ensure_admin_token", "refuse_unstartable"]
 
 
 def ensure_admin_token(config: Config) -> str:
@@ -36,7 +36,7 @@ def ensure_admin_token(config: Config) -> str:
     return ensure_token(admin_token_path(config))
 
 
-def preflight(config: Config) -> None:
+def refuse_unstartable(config: Config) -> None:
     """Refuse a config that cannot start, before anything is created, locked or started."""
     # Locks held by another daemon and a busy admin port are probed here, before any state is
     # created (grpc would only find the port at start, with a log line of its own). The locks are
@@ -82,7 +82,7 @@ class WorkerDaemon:
         self.max_sectors = max_sectors
         self._started = 0
         self._admission = threading.Lock()
-        preflight(config)
+        refuse_unstartable(config)
         self._locks = lock_dirs(config)
         try:
             self._build(config, manager, observer)

@@ -12,7 +12,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import grpc
 import pytest
 
 from damocles_py.admin.client import AdminClient

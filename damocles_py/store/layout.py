@@ -6,7 +6,6 @@ Names follow damocles-worker: `s-t0<miner>-<number>`, with `sealed/`, `cache/`, 
 
 from __future__ import annotations
 
-import json
 import secrets
 import shutil
 from dataclasses import dataclass
