@@ -180,3 +180,128 @@ def test_idle_pauses_are_persisted_and_resume_state_is_honoured_or_refused(tmp_p
     assert admin(daemon).resume(0).accepted
     wait_until(lambda: thread.status.thread_state == "idle", 10, "the thread idle again")
     assert thread.db.flag("paused_idle") is None
+
+
+# ---------------------------------------------------------------------------------------------
+# items 5, 6 and 8 on real full file systems: a sealing disk (DiskFull from the proofs library),
+# the thread's database disk (StateStoreFailed), a persist store (a rebuild paused after its
+# snap-less path); the README's actions (free space, `worker resume`) complete every one.
+
+
+@pytest.fixture
+def tmpfs():
+    """Mount small tmpfs file systems (we run as root); lazily unmounted at the end of the test."""
+    mounted: list[Path] = []
+
+    def mount(path: Path, size: str) -> Path:
+        path.mkdir(parents=True, exist_ok=True)
+        subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)], check=True)
+        mounted.append(path)
+        return path
+
+    yield mount
+    for path in reversed(mounted):
+        subprocess.run(["umount", "-l", str(path)], check=False)
+
+
+def fill(fs: Path, leave: int = 0) -> Path:
+    """Fill the file system holding `fs` with one file, leaving `leave` bytes (0: full to the last byte)."""
+    filler = fs / f"filler-{time.monotonic_ns()}"
+    st = os.statvfs(fs)
+    todo = st.f_bavail * st.f_frsize - leave
+    fd = os.open(filler, os.O_WRONLY | os.O_CREAT, 0o600)
+    try:
+        chunk = 1 << 20
+        while chunk and (todo > 0 or not leave):
+            try:
+                todo -= os.write(fd, b"\1" * (min(chunk, todo) if leave else chunk))
+            except OSError as e:
+                if e.errno != 28:
+                    raise
+                chunk //= 2
+    finally:
+        os.close(fd)
+    return filler
+
+
+def history_causes(thread, sector_id=S1) -> list[tuple[str, str, str]]:
+    sector, _ = job(thread, sector_id)
+    return [(h.prev, h.event, h.failure_cause) for h in thread.db.history(sector.uid) if h.failure_cause]
+
+
+def test_full_disks_pause_critical_and_free_space_plus_resume_completes(tmp_path, tmpfs, daemon_factory):
+    location = tmpfs(tmp_path / "store" / "t0", "32m")  # the sealing thread's disk: its database and logs
+    store = tmpfs(tmp_path / "persist" / "a", "8m")  # the persist store
+    cfg = write_config(tmp_path, plans=("sealer", "rebuild"), store=store,
+                       sealing={"enable_deals": True, "disable_cc": True, "max_retries": 3},
+                       thread_sealing={1: {"enable_deals": False, "disable_cc": False}})
+    data = tmpfs(location / "data", "8m")  # the sector files: a disk of their own
+    daemon = daemon_factory(cfg, max_sectors=2)  # the sealer's sector and the rebuild thread's job
+    sealer, rebuild = daemon.threads
+    cli = ["-c", str(cfg)]
+
+    # the sector waits for a deal; meanwhile its data disk fills up, all but one page
+    wait_until(lambda: sealer.status.state == "Allocated", 60, "the sector waiting for deals")
+    assert admin(daemon).pause(0).accepted
+    wait_until(lambda: sealer.status.thread_state == "paused", 10, "the pause")
+    data_filler = fill(data, leave=4096)
+    write_random_piece(tmp_path / "pieces" / "deal-1.bin", 1500)
+    daemon.manager.import_pieces()
+    assert admin(daemon).resume(0).accepted
+
+    # ENOSPC inside the proofs library: DiskFull, critical, paused at once (no retries)
+    wait_until(lambda: sealer.status.thread_state == "paused", 60, "the DiskFull pause")
+    assert cause(sealer) == "DiskFull" and sealer.status.last_failure.level.value == "critical"
+    assert "No space left on device" in sealer.status.last_failure.detail
+    failed_in = sealer.status.state
+    assert failed_in in ("DealsAcquired", "PieceAdded", "TicketAssigned", "PC1Done")  # a Rust stage
+    assert [c for c in history_causes(sealer) if c[2] == "DiskFull"] == [(failed_in, "Failure(paused)", "DiskFull")]
+
+    # the database's disk fills up too; the data disk is freed; resuming cannot write: StateStoreFailed
+    db_filler = fill(location)
+    data_filler.unlink()
+    assert "resumed" in worker_cli("worker", "resume", *cli, "--index", "0").stdout
+    wait_until(lambda: cause(sealer) == "StateStoreFailed" and sealer.status.thread_state == "paused", 30,
+               "the StateStoreFailed pause")
+    assert sealer.status.last_failure.level.value == "critical"
+    assert sealer.resumable_states() == []
+    listed = worker_cli("worker", "list", *cli).stdout
+    assert "StateStoreFailed" in listed
+    # resuming while the disk is still full pauses again, with the sector kept in memory
+    since = sealer.status.since
+    assert admin(daemon).resume(0).accepted
+    wait_until(lambda: sealer.status.thread_state == "paused" and sealer.status.since > since, 30,
+               "the second StateStoreFailed pause")
+    assert sealer.status.state == failed_in
+
+    # free the space: `worker resume` writes the sector and it goes on to Finished (one C2)
+    db_filler.unlink()
+    assert "resumed" in worker_cli("worker", "resume", *cli, "--index", "0").stdout
+    wait_until(lambda: daemon.manager.sector(S1).finished, 300, "the sector to finish")
+    wait_until(lambda: job(sealer)[1], 30, "the job done in the thread database")
+    causes = history_causes(sealer)
+    assert (failed_in, "Failure(paused)", "DiskFull") in causes
+    assert any(c[2] == "StateStoreFailed" and c[1] == "Failure(paused, written after resume)" for c in causes)
+    assert not any("retry" in c[1] for c in causes)  # out of space is never retried as a stage failure
+
+    # item 8: a rebuild of a never-upgraded sector; its store is full, so it pauses at persisting
+    name = "s-t01000-1"
+    originals = {p: p.read_bytes() for p in (store / "sealed" / name, store / "cache" / name / "p_aux")}
+    shutil.rmtree(store / "cache" / name)
+    (store / "sealed" / name).unlink()
+    store_filler = fill(store)
+    daemon.manager.request_rebuild(S1)
+    wait_until(lambda: rebuild.status.thread_state == "paused", 60, "the rebuild paused on the full store")
+    assert cause(rebuild) == "DiskFull" and rebuild.status.state == "SnapDone"
+    offered = [s.value for s in rebuild.resumable_states()]
+    assert offered == ["Allocated", "PieceAdded", "TreeDBuilt", "PC1Done", "PC2Done", "SealedChecked",
+                       "SnapDone", "Aborted"]  # no snap state: the sector was never upgraded
+    with pytest.raises(UserError, match="cannot be resumed at state 'SnapEncoded'; valid states now: Allocated"):
+        admin(daemon).resume(1, "SnapEncoded")
+    store_filler.unlink()
+    assert "resumed at SealedChecked" in worker_cli("worker", "resume", *cli, "--index", "1",
+                                                    "--state", "SealedChecked").stdout
+    wait_until(lambda: daemon.manager.sector(S1).rebuild is None and all(p.exists() for p in originals), 60,
+               "the rebuilt sector")
+    for path, content in originals.items():
+        assert path.read_bytes() == content

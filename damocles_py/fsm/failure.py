@@ -43,7 +43,8 @@ class FailureCause(enum.Enum):
         "Nothing: the thread moves on to the next sector.")
     PieceDownloadFailed = CauseInfo(
         _T, "AddPiece", "A deal's piece file could not be read.",
-        "Make sure the piece file exists and is readable (pieces_dir / local_pieces_dirs).")
+        "Make sure the piece file exists and is readable (pieces_dir / local_pieces_dirs); the thread "
+        "retries by itself, then `worker resume --index N`.")
     PieceCommitmentMismatch = CauseInfo(
         _A, "AddPiece", "The piece data's commitment (commP) differs from the deal's piece CID.",
         "The piece file is wrong or corrupted: replace it; the deal returns to the manager's pool.")
@@ -85,10 +86,10 @@ class FailureCause(enum.Enum):
         "`worker resume --index N --state SeedAssigned` redoes C1 and C2 with the same seed.")
     PersistFailed = CauseInfo(
         _T, "Persist", "Copying sealed and cache files into a persist store failed, or the manager found them missing.",
-        "Check the [[attached]] stores are mounted and writable; resume.")
+        "Check the [[attached]] stores are mounted and writable; `worker resume --index N`.")
     NoStoreSpace = CauseInfo(
         _T, "Persist", "No [[attached]] persist store has room for the sector.",
-        "Free space or attach another store; the thread keeps asking.")
+        "Free space or attach another store; the thread retries by itself, then `worker resume --index N`.")
     StoreFileConflict = CauseInfo(
         _P, "Persist", "The persist store already holds different files under this sector's name that this "
         "sector job did not write (perhaps the replica of another, proven sector); they are never overwritten.",
