@@ -68,6 +68,28 @@ def test_persisted_copy_is_fsynced_before_it_counts(tmp_path):
     assert dest.read_bytes() == src.read_bytes()
 
 
+def test_a_copy_cut_short_by_a_full_disk_leaves_nothing_behind(tmp_path):
+    """A real full file system (a 64 KiB tmpfs): the half-written copy does not keep the space."""
+    import errno
+    import os
+
+    from damocles_py.store.layout import copy_atomically
+
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    if os.geteuid() != 0 or subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(disk)]).returncode:
+        pytest.skip("mounting a small tmpfs needs root")
+    try:
+        src = tmp_path / "big"
+        src.write_bytes(b"x" * (256 << 10))
+        with pytest.raises(OSError) as info:
+            copy_atomically(src, disk / "sealed" / "s-t01000-1")
+        assert info.value.errno == errno.ENOSPC
+        assert list((disk / "sealed").iterdir()) == []
+    finally:
+        subprocess.run(["umount", "-l", str(disk)], check=False)
+
+
 def tree_d_files(directory: Path) -> tuple[Path, Path]:
     return directory / "sc-02-data-tree-d.dat", directory / "sc-02-data-tree-d.dat.sum"
 

@@ -10,7 +10,9 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Iterator
 
 _CHUNK = 1 << 20
 
@@ -43,6 +45,16 @@ def _fsync_file(path: Path) -> None:
         os.close(fd)
 
 
+@contextmanager
+def _removed_on_failure(tmp: Path) -> Iterator[None]:
+    """A half-written temporary file is removed: on a full disk it would hold the space freed for the retry."""
+    try:
+        yield
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
 def _commit(tmp: Path, dest: Path) -> None:
     _fsync_file(tmp)
     tmp.replace(dest)
@@ -53,18 +65,20 @@ def write_durably(dest: Path, data: bytes, mode: int = 0o644) -> None:
     """Write a whole file atomically (complete or absent) and durably."""
     make_dirs(dest.parent)
     tmp = dest.with_name(f".{dest.name}.partial")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
-    with os.fdopen(fd, "wb") as f:
-        f.write(data)
-    _commit(tmp, dest)
+    with _removed_on_failure(tmp):
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        _commit(tmp, dest)
 
 
 def copy_durably(src: Path, dest: Path) -> None:
     """Copy a file so that `dest` is complete or absent, and on disk once this returns."""
     make_dirs(dest.parent)
     tmp = dest.with_name(f".{dest.name}.partial")
-    shutil.copyfile(src, tmp)
-    _commit(tmp, dest)
+    with _removed_on_failure(tmp):
+        shutil.copyfile(src, tmp)
+        _commit(tmp, dest)
 
 
 def replace_durably(tmp: Path, dest: Path) -> None:
