@@ -48,7 +48,7 @@ THREADS = 2
 # States in which a thread runs only cheap stages or waits on the chain (2KiB: milliseconds to ~1 s).
 EARLY = {"Empty", "Allocated", "DealsAcquired", "PieceAdded", "TreeDBuilt", "TicketAssigned", "PC1Done",
          "PC2Done", "PCSubmitted", "PCLanded", "Persisted", "PersistanceSubmitted", "SeedAssigned"}
-IN_C2 = {"C1Done"}  # the thread is running C2
+IN_C2 = {"C1Done"}  # the thread is running C2 (or waiting for the C2 slot)
 LATE = {"C2Done", "ProofSubmitted", "Finished"}  # proof submitted, polled, reported
 NAMED_CAUSE = re.compile(r"\b(" + "|".join(c.name for c in FailureCause) + r")\b")
 
@@ -106,6 +106,10 @@ class Farm:
         self.cfg = write_config(root / "w", plans=("sealer",) * THREADS, manager_addr=f"127.0.0.1:{self.port}",
                                 store=self.store, name=WORKER, worker={"ping_interval": "1s"},
                                 sealing={"max_retries": 60, "recover_interval": "0.5s"})
+        # One C2 at a time (2 cores): a kill in C2 loses one SNARK, not two, and a thread waiting
+        # for the C2 slot is one more place for a kill to land.
+        with self.cfg.open("a") as f:
+            f.write("\n[processors.limitation.concurrent]\nc2 = 1\n")
         self.locations = [root / "w" / "store" / f"t{i}" for i in range(THREADS)]
         self.admin_port = int(re.search(r"port = (\d+)", self.cfg.read_text()).group(1))
         self.manager: subprocess.Popen | None = None
@@ -182,14 +186,14 @@ def drive_daemon(farm: Farm, plan: Plan, rng: random.Random, log: Log, points: c
         time.sleep(rng.uniform(0.0, 1.5))  # let the threads move on from where they restarted
         if target == "early":
             # the next moment a thread is in (or about to start) its cheap stages, then a little later
-            wait_for(lambda: any(s is None or s in EARLY for s in farm.thread_states()), seal_budget(1),
+            wait_for(lambda: any(s is None or s in EARLY for s in farm.thread_states()), seal_budget(2),
                      "a thread in its early stages")
             time.sleep(rng.uniform(0.0, 0.8))
         elif target == "c2":
-            wait_for(lambda: any(s in IN_C2 for s in farm.thread_states()), seal_budget(1), "a thread in C2")
+            wait_for(lambda: any(s in IN_C2 for s in farm.thread_states()), seal_budget(2), "a thread in C2")
             time.sleep(rng.uniform(1.0, 25.0))  # somewhere in the C2 (or just after it, if it was quick)
         else:  # late: between the proof's submission and the final report
-            wait_for(lambda: any(s in LATE for s in farm.thread_states()), seal_budget(1),
+            wait_for(lambda: any(s in LATE for s in farm.thread_states()), seal_budget(2),
                      "a thread past C2")
             time.sleep(rng.uniform(0.0, 0.05))
         states = farm.thread_states()
