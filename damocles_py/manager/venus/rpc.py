@@ -140,7 +140,7 @@ class JsonRpcClient:
         session = getattr(self._local, "session", None)
         if session is None:
             session = requests.Session()
-            session.headers.clear()  # send what damocles-worker sends, not requests' defaults
+            session.headers.clear()  # no requests defaults (urllib3 still adds Host, User-Agent)
             session.trust_env = False  # no proxy or .netrc credentials picked up from the environment
             self._local.session = session
             with self._ids_lock:
