@@ -10,6 +10,7 @@ real sealing thread), timeouts against a peer that never answers, and piece down
 
 from __future__ import annotations
 
+import inspect
 import json
 import socket
 import threading
@@ -24,6 +25,7 @@ from conftest import wait_until
 from damocles_py.config.schema import Plan, SealingConfig, SealingThreadConfig
 from damocles_py.fsm.context import StageLimits
 from damocles_py.fsm.failure import FailureCause, FailureLevel, SealingFailure
+from damocles_py.manager.heartbeat import HeartbeatSender
 from damocles_py.manager.interface import (
     AcquireDealsSpec,
     AllocatedSector,
@@ -33,6 +35,7 @@ from damocles_py.manager.interface import (
     OnChainState,
     PreCommitInfo,
     SectorId,
+    SectorManager,
     SectorStateResp,
     Seed,
     SeedWait,
@@ -47,7 +50,7 @@ from damocles_py.manager.interface import (
 from damocles_py.manager.venus.addr import AddressError, parse_manager_addr
 from damocles_py.manager.venus.client import PLEDGE_PREFIX, VenusManager
 from damocles_py.manager.venus.errors import SectorStateNotFound, VenusResponseError, VenusRPCError
-from damocles_py.manager.venus.piecestore import download_piece
+from damocles_py.manager.venus.piecestore import download_piece, local_or_download
 from damocles_py.proofs import SealProof
 from damocles_py.store.location import init_location
 from damocles_py.thread.observer import WorkerObserver
@@ -75,13 +78,14 @@ class GoManager:
     """A loopback HTTP server speaking as damocles-manager: answers are literal JSON texts.
 
     `answer(method, result_json)` queues a success, `fail(method, code, message)` a go-jsonrpc
-    error, `raw(method, body, status)` any body; each queued answer is used once, the last one
-    repeats. An unknown method gets go-jsonrpc's -32601 with HTTP 500. Every request is recorded.
+    error, `raw(method, body, status)` any body; answers are given in the order queued, and once
+    all were given the last one repeats. An unknown method gets go-jsonrpc's -32601 with HTTP 500. Every request is recorded.
     """
 
     def __init__(self):
         self.requests: list[tuple[str, dict, bytes]] = []  # (path, headers, body)
         self._answers: dict[str, list[Callable[[object], tuple[int, bytes]]]] = {}
+        self._used: dict[str, int] = {}  # method -> answers given
         self.files: dict[str, tuple[int, dict, bytes]] = {}  # GET path -> (status, headers, body)
         self.gets: list[tuple[str, dict]] = []
         manager = self
@@ -123,8 +127,9 @@ class GoManager:
             m = request["method"]
             return 500, (b'{"jsonrpc":"2.0","id":%d,"error":{"code":-32601,"message":"(error code -32601) method '
                          b"'%s' not found\"}}" % (request["id"], m.encode()))
-        make = queue.pop(0) if len(queue) > 1 else queue[0]
-        return make(request["id"])
+        used = self._used.get(request["method"], 0)
+        self._used[request["method"]] = used + 1
+        return queue[min(used, len(queue) - 1)](request["id"])
 
     def answer(self, method: str, result_json: str) -> None:
         self._answers.setdefault(method, []).append(
@@ -630,3 +635,46 @@ def test_piece_download_failures_are_piece_download_failed(go, tmp_path):
     go.close()
     with pytest.raises(SealingFailure, match="PieceDownloadFailed"):
         download_piece(endpoint, ZERO_2K_CID, dest, stall_timeout=2.0)
+
+
+def test_a_local_piece_is_used_and_a_missing_one_downloaded_once(go, tmp_path):
+    endpoint = parse_manager_addr(go.addr)
+    local, downloads = tmp_path / "local", tmp_path / "downloads"
+    local.mkdir()
+    (local / ZERO_2K_CID).write_bytes(b"local")
+    assert local_or_download(ZERO_2K_CID, (local,), downloads, endpoint) == local / ZERO_2K_CID
+    assert go.gets == []
+    go.files[f"/piecestore/{ZERO_2K_CID}"] = (200, {}, b"remote")
+    (local / ZERO_2K_CID).unlink()
+    for _ in range(2):
+        path = local_or_download(ZERO_2K_CID, (local,), downloads, endpoint)
+        assert path == downloads / ZERO_2K_CID and path.read_bytes() == b"remote"
+    assert len(go.gets) == 1
+
+
+# ---------------------------------------------------------------------------------------------
+# one more implementation of the worker's manager interface
+
+
+def test_venus_manager_has_every_method_of_the_interface():
+    for name, member in vars(SectorManager).items():
+        if name.startswith("_") or not callable(member):
+            continue
+        ours, theirs = inspect.signature(getattr(VenusManager, name)), inspect.signature(member)
+        for param in theirs.parameters.values():
+            assert ours.parameters[param.name].kind == param.kind, (name, param.name)
+        extra = [p for n, p in ours.parameters.items() if n not in theirs.parameters]
+        assert all(p.default is not inspect.Parameter.empty for p in extra), name  # only optional extras
+
+
+def test_the_heartbeat_pings_a_venus_manager(go):
+    go.answer("Venus.WorkerPing", "null")
+    with VenusManager(go.addr, dest="10.0.0.7:17890") as venus:
+        sender = HeartbeatSender(venus, "worker-a", interval=60.0,
+                                 threads=lambda: [ThreadSummary(0, "sealer", "PC1Done", SID, "running")])
+        assert sender.ping_once()
+    assert '"Summary":{"Threads":1,"Empty":0,"Paused":0,"Running":1,"Waiting":0,"Errors":0}' in \
+        go.sent("Venus.WorkerPing")[0]
+    go.fail("Venus.WorkerPing", 1, "name or dest empty")
+    with VenusManager(go.addr, dest="10.0.0.7:17890") as venus:
+        assert not HeartbeatSender(venus, "worker-a", interval=60.0).ping_once()  # logged, never raised
