@@ -389,3 +389,7 @@ def test_encoding_refuses_values_that_do_not_fit():
         request(w.ASSIGN_TICKET, w.SectorID(-1, 1))
     with pytest.raises(TypeError, match="takes 1 params, got 2"):
         request(w.ASSIGN_TICKET, SECTOR, SECTOR)
+    with pytest.raises(TypeError, match="param 0: expected .*SectorID.*, got AllocatedSector"):
+        request(w.ASSIGN_TICKET, w.AllocatedSector(SECTOR, 5))
+    with pytest.raises(TypeError, match="param 2: expected <class 'bool'>, got int"):
+        request(w.SUBMIT_PROOF, SECTOR, w.ProofOnChainInfo(PROOF), 0)

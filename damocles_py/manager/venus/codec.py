@@ -109,12 +109,13 @@ def _encode_bytes(value: bytes, enc: str | None):
     raise TypeError(f"bytes need an encoding, got {enc!r}")
 
 
-def encode(value, tp=None, enc: str | None = None):
-    """The JSON-ready value (dicts, lists, str, int, bool, None) of a wire value."""
+def encode(value, enc: str | None = None):
+    """The JSON-ready value (dicts, lists, str, int, bool, None) of a wire value; `enc` applies to
+    ints and bytes, also inside lists and dicts. Encoding follows the value, decoding the type."""
     if value is None:
         return None
     if dataclasses.is_dataclass(value):
-        return {name: encode(getattr(value, attr), ftp, fenc) for attr, name, ftp, fenc, _ in _fields(type(value))}
+        return {name: encode(getattr(value, attr), fenc) for attr, name, _, fenc, _ in _fields(type(value))}
     if isinstance(value, enum.Enum):
         return value.value
     if isinstance(value, bool) or isinstance(value, str):
@@ -127,9 +128,9 @@ def encode(value, tp=None, enc: str | None = None):
     if isinstance(value, (bytes, bytearray)):
         return _encode_bytes(value, enc)
     if isinstance(value, dict):
-        return {str(k): encode(v, None, enc) for k, v in value.items()}
+        return {str(k): encode(v, enc) for k, v in value.items()}
     if isinstance(value, Sequence):
-        return [encode(v, None, enc) for v in value]
+        return [encode(v, enc) for v in value]
     raise TypeError(f"cannot encode {type(value).__name__}")
 
 
@@ -544,7 +545,13 @@ class Method:
     def encode_params(self, args: Sequence) -> list:
         if len(args) != len(self.params):
             raise TypeError(f"{self.name} takes {len(self.params)} params, got {len(args)}")
-        return [encode(a, p.tp, p.enc) for a, p in zip(args, self.params)]
+        for i, (a, p) in enumerate(zip(args, self.params)):
+            expected = typing.get_origin(p.tp) or p.tp
+            if expected is types.UnionType or expected is typing.Union:  # X | None
+                expected = (typing.get_origin(_optional_inner(p.tp)) or _optional_inner(p.tp), type(None))
+            if not isinstance(a, expected) or (isinstance(a, bool) and expected is int):
+                raise TypeError(f"{self.name} param {i}: expected {p.tp}, got {type(a).__name__}")
+        return [encode(a, p.enc) for a, p in zip(args, self.params)]
 
     def decode_result(self, value):
         return decode(self.result, value, "result")
