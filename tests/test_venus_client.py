@@ -471,6 +471,7 @@ def test_every_other_error_code_is_temporary(go, venus, code, status):
     failure = classify(e.value)
     assert (failure.cause, failure.level) == (FailureCause.ManagerUnreachable, FailureLevel.temporary)
     assert f"error code {code}: something went wrong" in str(e.value)
+    assert ("is the damocles-manager of version 0.13?" in str(e.value)) == (code in (-32601, -32602))
 
 
 def test_report_aborted_takes_an_error_answer_but_not_an_outage(go):

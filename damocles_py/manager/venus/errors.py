@@ -21,6 +21,13 @@ from damocles_py.manager.interface import ManagerRequestError, ManagerUnavailabl
 # damocles-manager core/api_error_codes.go: APIErrCodeSectorStateNotFound = jsonrpc.ErrorCode(11001)
 ERR_SECTOR_STATE_NOT_FOUND = 11001
 ERR_METHOD_NOT_FOUND = -32601
+ERR_INVALID_PARAMS = -32602
+# The methods' params changed between damocles versions (e.g. WaitSeed gained the proof type): a
+# manager of another version answers these codes, for ever; say so rather than only "retrying".
+_VERSION_HINT = {
+    ERR_METHOD_NOT_FOUND: " (is the damocles-manager of version 0.13? this worker speaks its API)",
+    ERR_INVALID_PARAMS: " (is the damocles-manager of version 0.13? this worker speaks its API)",
+}
 
 
 class VenusRPCError(ManagerUnavailable):
@@ -28,7 +35,8 @@ class VenusRPCError(ManagerUnavailable):
 
     def __init__(self, method: str, code: int, message: str, url: str):
         self.method, self.code, self.message = method, code, message
-        super().__init__(f"{method} failed at the damocles-manager {url}: error code {code}: {message}")
+        super().__init__(f"{method} failed at the damocles-manager {url}: error code {code}: {message}"
+                         f"{_VERSION_HINT.get(code, '')}")
 
 
 class VenusResponseError(ManagerUnavailable):
