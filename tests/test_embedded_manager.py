@@ -17,7 +17,7 @@ import pytest
 
 from damocles_py import proofs
 from damocles_py.config.schema import EmbeddedManagerConfig
-from damocles_py.manager.db import RebuildState, Submission, UpgradeState
+from damocles_py.manager.db import Submission, UpgradeState
 from damocles_py.manager.embedded import EmbeddedManager, persisted_files, sector_pieces
 from damocles_py.manager.interface import (
     REASON_SEED_EXPIRED,

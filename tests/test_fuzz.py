@@ -19,7 +19,6 @@ import time
 from pathlib import Path
 
 import grpc
-import pytest
 from conftest import write_config
 
 from damocles_py.admin import worker_admin_pb2 as admin_pb

@@ -8,7 +8,7 @@ default) and the gRPC client of a standalone `damocles-manager`. Errors a caller
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
 from damocles_py.fsm.failure import FailureCause
