@@ -77,6 +77,17 @@ def start_problems(config: Config) -> list[str]:
     if state_dir.exists() and not (state_dir.is_dir() and os.access(state_dir, os.W_OK | os.X_OK)):
         problems.append(f"{config.path}: worker.state_dir {state_dir} is not a writable directory. "
                         f"Fix: check its owner and permissions, or set another [worker] state_dir")
+    farm_token = config.sector_manager.token_file
+    if not config.sector_manager.is_embedded and farm_token is not None:
+        from damocles_py.manager.auth import token_problem as farm_token_problem
+
+        if not farm_token.exists():
+            problems.append(f"{config.path}: sector_manager.rpc_client.token_file: {farm_token} does not exist. "
+                            f"Fix: copy the manager's token file there (its state dir's manager.token)")
+        else:
+            problem = farm_token_problem(farm_token)
+            if problem:
+                problems.append(f"{config.path}: sector_manager.rpc_client.token_file: {problem}")
     token = token_problem(admin_token_path(config))
     if token:
         problems.append(token)

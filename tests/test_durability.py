@@ -158,19 +158,24 @@ def test_admin_token_is_created_durably_and_private(tmp_path):
     assert path.stat().st_mode & 0o777 == 0o600
 
 
-@pytest.mark.parametrize("content", ["", "\n", "abc123\n"], ids=["empty", "blank line", "short"])
-def test_empty_or_short_token_file_is_refused(tmp_path, content):
+@pytest.mark.parametrize("content, mode, expected", [
+    ("", 0o600, "is empty"), ("\n", 0o600, "is empty"), ("abc123\n", 0o600, "holds only 6 characters"),
+    ("a" * 64, 0o644, "readable by other users"), ("a" * 30 + " " + "a" * 30, 0o600, "characters a token cannot carry"),
+], ids=["empty", "blank line", "short", "world-readable", "space"])
+def test_unusable_token_file_is_refused(tmp_path, content, mode, expected):
     cfg = write_config(tmp_path)
     token = tmp_path / "worker" / "admin.token"
     token.parent.mkdir()
     token.write_text(content)
+    token.chmod(mode)
     before = sorted(p.name for p in tmp_path.rglob("*"))
     for args in (["daemon", "-c", str(cfg)], ["worker", "pause", "-c", str(cfg), "-i", "0"],
                  ["worker", "resume", "-c", str(cfg), "-i", "0"]):
         proc = worker_cli(*args, check=False)
         assert proc.returncode != 0 and "Traceback" not in proc.stderr
         lines = proc.stderr.strip().splitlines()
-        assert len(lines) == 1 and f"admin token file {token}" in lines[0] and f"rm {token}" in lines[0], proc.stderr
+        assert len(lines) == 1 and f"admin token file {token}" in lines[0] and expected in lines[0], proc.stderr
+        assert "Fix: " in lines[0]
     assert token.read_text() == content  # never replaced behind the operator's back
     assert sorted(p.name for p in tmp_path.rglob("*")) == before
 

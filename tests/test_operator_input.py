@@ -17,7 +17,7 @@ import pytest
 from damocles_py.admin.client import AdminClient
 from damocles_py.errors import UserError
 
-from conftest import STARTUP_BUDGET, free_port, wait_until, worker_cli, write_config
+from conftest import STARTUP_BUDGET, free_port, start_manager, wait_until, worker_cli, write_config
 
 # A sealer with deals on and CC off, and no deals anywhere: it allocates a sector and waits for
 # deals, so a daemon runs without sealing anything (no C2 on the machine while these tests run).
@@ -219,6 +219,15 @@ def test_bad_config_is_refused_at_start(tmp_path, change, expected):
     assert snapshot(tmp_path) == before
 
 
+def test_missing_farm_token_file_is_refused_at_start(tmp_path):
+    port = free_port()
+    cfg = write_config(tmp_path, manager_addr=f"127.0.0.1:{port}")
+    replace_in(cfg, f'addr = "127.0.0.1:{port}"', f'addr = "127.0.0.1:{port}"\ntoken_file = "./nope.token"')
+    before = snapshot(tmp_path)
+    assert_refused(daemon_cli(cfg), "sector_manager.rpc_client.token_file", "nope.token", "does not exist")
+    assert snapshot(tmp_path) == before
+
+
 def test_admin_api_refuses_an_index_out_of_range(tmp_path, daemon_factory):
     """The server checks too: a client other than ours may send any index."""
     cfg = write_config(tmp_path, sealing=IDLE)
@@ -275,6 +284,30 @@ def test_check_of_a_remote_manager_that_does_not_answer(tmp_path):
     proc = daemon_cli(cfg, "--check")
     assert proc.returncode == 1
     assert "the sector manager at 127.0.0.1:" in proc.stdout and "does not answer" in proc.stdout
+
+
+def test_check_of_a_remote_manager_with_a_farm_token(tmp_path):
+    port = free_port()
+    store = tmp_path / "persist" / "a"
+    store.mkdir(parents=True)
+    manager = start_manager(tmp_path, port, store, auth=True)
+    try:
+        cfg = write_config(tmp_path, manager_addr=f"127.0.0.1:{port}", sealing={"allowed_sizes": ["2KiB"]})
+        addr_line = f'addr = "127.0.0.1:{port}"'
+        token = tmp_path / "manager-state" / "manager.token"
+        replace_in(cfg, addr_line, f'{addr_line}\ntoken_file = "{token}"')
+        proc = daemon_cli(cfg, "--check")
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+        assert f"sector manager: 127.0.0.1:{port}" in proc.stdout
+
+        empty = tmp_path / "empty.token"
+        empty.write_text("")
+        replace_in(cfg, str(token), str(empty))
+        proc = daemon_cli(cfg, "--check")
+        assert proc.returncode == 1 and "token_file" in proc.stdout and "Traceback" not in proc.stdout + proc.stderr
+    finally:
+        manager.kill()
+        manager.wait()
 
 
 def test_check_of_an_invalid_config_is_one_line(tmp_path):

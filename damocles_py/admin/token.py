@@ -30,6 +30,12 @@ def token_problem(path: Path) -> str | None:
         what = "is empty" if not token else f"holds only {len(token)} characters (at least {MIN_TOKEN_CHARS} needed)"
         return (f"the admin token file {path} {what}: it cannot be used as a credential. Fix: delete it "
                 f"(rm {path}) and start the daemon again, which writes a new random token")
+    if not token.isascii() or not token.isprintable() or " " in token:
+        return (f"the admin token file {path} holds characters a token cannot carry (spaces, control or "
+                f"non-ASCII characters). Fix: delete it (rm {path}) and start the daemon again")
+    mode = path.stat().st_mode & 0o777
+    if mode & 0o077:
+        return f"the admin token file {path} is readable by other users (mode {mode:o}). Fix: chmod 600 {path}"
     return None
 
 
