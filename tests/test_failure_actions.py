@@ -327,7 +327,7 @@ def _run_sealer_group(tmp_path, worker, store, params, real_c2_params, port, pro
 
 
 # ---------------------------------------------------------------------------------------------
-# a snap-up of one sealed CC sector through the snap causes (one C2, two snap proofs)
+# a snap-up of one sealed CC sector through the snap causes (one C2, one snap proof)
 
 
 def _corrupt_thread_db(location: Path, edit) -> None:
@@ -347,7 +347,7 @@ def _flip(hex_bytes: str) -> str:
     return data.hex()
 
 
-def test_snapup_causes_follow_the_table_to_finished(tmp_path, daemon_factory):
+def test_snapup_causes_follow_the_table(tmp_path, daemon_factory):
     store = tmp_path / "persist" / "a"
     mount_tmpfs(store, "8m")  # remounted read-only to hold the snap-up at SnapProved
     try:
@@ -384,12 +384,19 @@ def test_snapup_causes_follow_the_table_to_finished(tmp_path, daemon_factory):
         resume()
         assert paused_on(C.SnapEncodeFailed) == "TreeDBuilt"
         sealed_aside.rename(sealed)
-        subprocess.run(["mount", "-o", "remount,ro", str(store)], check=True)  # the update cannot be persisted
+        tree_aside = move_aside(tree_r_last)  # but now the CC sector's tree-r-last is gone (below)
         resume()
-        assert paused_on(C.PersistFailed, seal_budget(1)) == "SnapProved"
 
-        # SnapProofRejected: the stored snap proof is damaged; the manager rejects it; the advice:
-        # rewind to TreeDBuilt to re-encode...
+        # SnapProveFailed: proving the update needs the CC sector's tree-r-last; back in its store,
+        # the advice: rewind with --state TreeDBuilt (or resume).
+        assert paused_on(C.SnapProveFailed) == "SnapEncoded"
+        tree_aside.rename(tree_r_last)
+        subprocess.run(["mount", "-o", "remount,ro", str(store)], check=True)  # to hold it at SnapProved
+        resume("TreeDBuilt")
+        assert paused_on(C.PersistFailed, seal_budget(2)) == "SnapProved"  # a snap proof costs about a C2
+
+        # SnapProofRejected: the stored snap proof is damaged; the manager rejects it. The advice's
+        # second branch (the first, a rewind to TreeDBuilt, was taken above): --state Aborted.
         daemon.stop()
         _corrupt_thread_db(snap.cfg.location, lambda s: s["snap"].update(proof=_flip(s["snap"]["proof"])))
         subprocess.run(["mount", "-o", "remount,rw", str(store)], check=True)
@@ -398,18 +405,14 @@ def test_snapup_causes_follow_the_table_to_finished(tmp_path, daemon_factory):
         snap = daemon.threads[1]
         resume()
         assert paused_on(C.SnapProofRejected) == "Persisted"
-
-        # SnapProveFailed: ...but the CC sector's tree-r-last has gone from its store meanwhile, so
-        # proving fails; the advice: resume to retry once it is back.
-        tree_aside = move_aside(tree_r_last)
-        resume("TreeDBuilt")
-        assert paused_on(C.SnapProveFailed) == "SnapEncoded"
-        tree_aside.rename(tree_r_last)
-        resume()
-        wait_until(lambda: daemon.manager.sector(S1).upgrade is not None
-                   and daemon.manager.sector(S1).upgrade.state.value == "upgraded", seal_budget(1), "the upgrade")
-        wait_until(lambda: thread_db_rows(snap.cfg.location, "SELECT state, done FROM sectors")[-1] == ("Finished", 1),
-                   STARTUP_BUDGET, "the snap-up job done")
+        resume("Aborted")
+        wait_until(lambda: thread_db_rows(snap.cfg.location, "SELECT state, done FROM sectors")[-1] == ("Aborted", 1),
+                   STARTUP_BUDGET, "the snap-up job aborted")
+        # the upgrade is given up, its deal back in the pool; the CC sector itself stays proven
+        record = daemon.manager.sector(S1)
+        wait_until(lambda: daemon.manager.sector(S1).upgrade is None, STARTUP_BUDGET, "the upgrade given up")
+        assert record.finished and not record.aborted and sealed.exists()
+        assert all(d.sector is None for d in daemon.manager.deals())
     finally:
         subprocess.run(["umount", "-l", str(store)], check=False)  # the daemons stop at teardown
 

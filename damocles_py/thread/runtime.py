@@ -382,7 +382,8 @@ class SealingThread:
                                                     "aborted by the operator")
             self._move(sector, to, Event.SetState, failure)
         else:
-            sector.failure = None
+            if not sector.state.is_final:  # a finished or aborted sector keeps its cause for the record
+                sector.failure = None
             self._save(sector)
         self._set_status(sector=sector)
 
