@@ -102,6 +102,9 @@ def bind_problem(address: str, what: str, fix: str) -> str | None:
         infos = socket.getaddrinfo(host, int(port), type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
         family, kind, proto, _, sockaddr = infos[0]
         with socket.socket(family, kind, proto) as s:
+            # as the servers do: connections of a daemon killed a moment ago (TIME_WAIT) do not
+            # make the port busy, a listening socket still does
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             s.bind(sockaddr)
     except OSError as e:
         return f"{what} {address} cannot be listened on ({e.strerror or e}). Fix: {fix}"
