@@ -144,6 +144,28 @@ def test_second_daemon_on_the_same_config_exits_naming_the_holder(tmp_path):
     assert daemon_cli(cfg, "--check").returncode == 0
 
 
+def test_a_daemon_killed_9_can_be_restarted_at_once(tmp_path):
+    """Its locks die with it, and a connection it had open does not make its admin port look busy."""
+    cfg = write_config(tmp_path, sealing=IDLE)
+    address = f"127.0.0.1:{cfg.read_text().split('port = ')[1].split()[0]}"
+    first = start_daemon_process(cfg, tmp_path / "daemon-1.log")
+    try:
+        wait_until(lambda: admin_answers(address), STARTUP_BUDGET, "the first daemon to serve")
+        client = AdminClient(address, timeout=10)
+        client.list()  # a connection open when the daemon dies
+        first.send_signal(signal.SIGKILL)
+        first.wait()
+        client.close()
+        second = start_daemon_process(cfg, tmp_path / "daemon-2.log")
+        try:
+            wait_until(lambda: admin_answers(address) or second.poll() is not None, STARTUP_BUDGET, "the restart")
+            assert second.poll() is None, (tmp_path / "daemon-2.log").read_text()
+        finally:
+            stop_process(second)
+    finally:
+        stop_process(first)
+
+
 def test_location_shared_by_two_configs_is_locked(tmp_path):
     """Two configs (own state_dirs) pointing at one thread location: the second daemon is refused."""
     a, b = tmp_path / "a", tmp_path / "b"
