@@ -50,11 +50,15 @@ COVERED_ELSEWHERE = {
     C.DiskFull: "test_runtime_failures.py::test_full_disks_pause_critical_and_free_space_plus_resume_completes",
     C.StateStoreFailed: "test_runtime_failures.py::test_full_disks_pause_critical_and_free_space_plus_resume_"
                         "completes",
+    C.RebuildMismatch: "test_runtime_failures.py::test_full_disks_pause_critical_and_free_space_plus_resume_"
+                       "completes (its finished sector, rebuilt against a damaged manager record)",
 }
-# Causes without a test here yet, and why (see the report of issue 7).
+# Causes without a test, and why.
 NOT_YET = {
-    C.SeedExpired: "shadowed: the manager answers the C2Done report with FinalDeadlineReached first",
-    C.RebuildMismatch: "needs a finished sector whose manager record is damaged: not yet",
+    # The embedded manager checks the same deadline when it answers the report that follows C2
+    # (and the paused thread's periodic reports), so FinalDeadlineReached always comes first; only
+    # a manager that does not check deadlines on reports would answer a proof with it.
+    C.SeedExpired: "unreachable with this manager: FinalDeadlineReached comes first",
 }
 SEALER_GROUP = [C.PieceDownloadFailed, C.NoStoreSpace, C.ParametersMissing, C.TreeDFailed, C.PersistFailed,
                 C.PC1Failed, C.PC2Failed, C.C1Failed, C.PreCommitMismatch, C.StoreFileConflict, C.C2Failed,

@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import shutil
 import signal
+import sqlite3
 import subprocess
 import time
 from pathlib import Path
@@ -236,7 +237,7 @@ def test_full_disks_pause_critical_and_free_space_plus_resume_completes(tmp_path
                        sealing={"enable_deals": True, "disable_cc": True, "max_retries": 3},
                        thread_sealing={1: {"enable_deals": False, "disable_cc": False}})
     data = tmpfs(location / "data", "8m")  # the sector files: a disk of their own
-    daemon = daemon_factory(cfg, max_sectors=2)  # the sealer's sector and the rebuild thread's job
+    daemon = daemon_factory(cfg)  # no cap: the rebuild thread takes a job for each request
     sealer, rebuild = daemon.threads
     cli = ["-c", str(cfg)]
 
@@ -305,3 +306,19 @@ def test_full_disks_pause_critical_and_free_space_plus_resume_completes(tmp_path
                "the rebuilt sector")
     for path, content in originals.items():
         assert path.read_bytes() == content
+
+    # RebuildMismatch (the failure table's advice, issue 7 item 7): the manager's record of the
+    # sector is damaged (its comm_r), so the rebuilt replica does not match it; the advice:
+    # `--state Aborted` gives the rebuild up, and the manager ends the job (no endless retaking).
+    conn = sqlite3.connect(tmp_path / "manager" / "manager.sqlite3")
+    with conn:
+        conn.execute("UPDATE sectors SET pre_comm_r = ? WHERE miner = 1000 AND number = 1", (bytes(32),))
+    conn.close()
+    daemon.manager.request_rebuild(S1)
+    wait_until(lambda: rebuild.status.thread_state == "paused" and cause(rebuild) == "RebuildMismatch", 60,
+               "the rebuild paused on the mismatch")
+    assert rebuild.status.state == "PC1Done"
+    assert "resumed at Aborted" in worker_cli("worker", "resume", *cli, "--index", "1", "--state", "Aborted").stdout
+    wait_until(lambda: daemon.manager.sector(S1).rebuild is None, 30, "the rebuild job given up at the manager")
+    time.sleep(1)
+    assert rebuild.status.thread_state == "idle" and daemon.manager.sector(S1).finished
