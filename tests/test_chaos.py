@@ -72,7 +72,7 @@ class Plan:
         """Where each daemon kill aims: mostly early stages (cheap to redo), some in and after C2."""
         k = self.daemon_kills
         in_c2 = max(1 if k >= 5 else 0, round(k * 0.15))
-        late = max(1 if k >= 5 else 0, round(k * 0.2))
+        late = max(1 if k >= 5 else 0, round(k * 0.1))  # each waits for a C2 to end: the dear ones
         targets = ["early"] * (self.daemon_kills - in_c2 - late) + ["c2"] * in_c2 + ["late"] * late
         rng.shuffle(targets)
         return targets
@@ -80,14 +80,19 @@ class Plan:
 
 @dataclass
 class Log:
-    """What the drivers did, for the figures and for a failure's message."""
+    """What the drivers did, for the figures and a failure's message; also written to `path` as it
+    happens (tail it to follow a long run)."""
 
+    path: Path
     kills: list[str] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def add(self, line: str) -> None:
+        line = f"{time.strftime('%H:%M:%S')} {line}"
         with self.lock:
-            self.kills.append(f"{time.strftime('%H:%M:%S')} {line}")
+            self.kills.append(line)
+            with self.path.open("a") as f:
+                f.write(line + "\n")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -106,17 +111,20 @@ class Farm:
         self.cfg = write_config(root / "w", plans=("sealer",) * THREADS, manager_addr=f"127.0.0.1:{self.port}",
                                 store=self.store, name=WORKER, worker={"ping_interval": "1s"},
                                 sealing={"max_retries": 60, "recover_interval": "0.5s"})
+        # The farm token, as in production: the manager writes it on its first start.
+        self.token_file = root / "manager-state" / "manager.token"
+        addr_line = f'addr = "127.0.0.1:{self.port}"\n'
+        text = self.cfg.read_text().replace(addr_line, addr_line + f'token_file = "{self.token_file}"\n')
         # One C2 at a time (2 cores): a kill in C2 loses one SNARK, not two, and a thread waiting
         # for the C2 slot is one more place for a kill to land.
-        with self.cfg.open("a") as f:
-            f.write("\n[processors.limitation.concurrent]\nc2 = 1\n")
+        self.cfg.write_text(text + "\n[processors.limitation.concurrent]\nc2 = 1\n")
         self.locations = [root / "w" / "store" / f"t{i}" for i in range(THREADS)]
         self.admin_port = int(re.search(r"port = (\d+)", self.cfg.read_text()).group(1))
         self.manager: subprocess.Popen | None = None
         self.daemon: subprocess.Popen | None = None
 
     def start_manager(self) -> None:
-        self.manager = start_manager(self.root, self.port, self.store)
+        self.manager = start_manager(self.root, self.port, self.store, auth=True)
 
     def start_daemon(self, stop_after: int | None = None) -> None:
         args = [sys.executable, "-m", "damocles_py.cli.worker", "daemon", "-c", str(self.cfg), "--log-level", "INFO"]
@@ -142,6 +150,25 @@ class Farm:
             rows = thread_db_rows(loc, "SELECT state FROM sectors WHERE done = 0 ORDER BY uid DESC LIMIT 1")
             out.append(rows[0][0] if rows else None)
         return out
+
+    def c2_running_for(self) -> float | None:
+        """How long the longest C2 running now has been running (None: none), from the sector logs'
+        stage markers ("c2: start", then "c2: done|failed"); a C2 cut off by a kill counts as running
+        until the restarted one logs its start."""
+        longest = None
+        for loc in self.locations:
+            rows = thread_db_rows(loc, "SELECT sector_id FROM sectors WHERE done = 0 AND state = 'C1Done'")
+            if not rows or rows[0][0] is None:
+                continue
+            miner, number = rows[0][0].split("-")
+            log = loc / "logs" / f"s-t0{miner}-{number}.log"
+            lines = [ln for ln in (log.read_text(errors="replace").splitlines() if log.exists() else [])
+                     if " INFO c2: " in ln]
+            if lines and lines[-1].endswith("c2: start"):
+                started = time.mktime(time.strptime(lines[-1][:19], "%Y-%m-%d %H:%M:%S"))
+                running = time.time() - started
+                longest = running if longest is None else max(longest, running)
+        return longest
 
     def in_flight(self) -> int:
         return sum(1 for s in self.thread_states() if s is not None)
@@ -185,9 +212,15 @@ def drive_daemon(farm: Farm, plan: Plan, rng: random.Random, log: Log, points: c
         wait_for(farm.daemon_serving, STARTUP_BUDGET, "the daemon to serve")
         time.sleep(rng.uniform(0.0, 1.5))  # let the threads move on from where they restarted
         if target == "early":
-            # the next moment a thread is in (or about to start) its cheap stages, then a little later
-            wait_for(lambda: any(s is None or s in EARLY for s in farm.thread_states()), seal_budget(2),
-                     "a thread in its early stages")
+            # the next moment a thread is in (or about to start) its cheap stages while no C2 has been
+            # running for long (the kill takes it down too: keep what it costs small), a little later
+            def early_moment() -> bool:
+                if not any(s is None or s in EARLY for s in farm.thread_states()):
+                    return False
+                running = farm.c2_running_for()
+                return running is None or running < 5.0
+
+            wait_for(early_moment, seal_budget(2), "a thread in its early stages")
             time.sleep(rng.uniform(0.0, 0.8))
         elif target == "c2":
             wait_for(lambda: any(s in IN_C2 for s in farm.thread_states()), seal_budget(2), "a thread in C2")
@@ -213,7 +246,7 @@ def drive_manager(farm: Farm, plan: Plan, rng: random.Random, log: Log, stop: th
     n = 0
     try:
         while not (stop.is_set() and n >= plan.manager_kills):
-            if stop.wait(rng.uniform(3.0, 20.0)) and n >= plan.manager_kills:
+            if stop.wait(rng.uniform(5.0, 30.0)) and n >= plan.manager_kills:
                 break
             states = farm.thread_states()
             kill_now(farm.manager)
@@ -243,9 +276,9 @@ def test_chaos_kills_lose_no_sector(tmp_path, request, capsys):
     with capsys.disabled():
         print(f"\nchaos: seed {plan.seed} (DAMOCLES_CHAOS_SEED={plan.seed} to replay), "
               f"{'long' if plan.long else 'short'} form: {plan.daemon_kills} daemon kills, "
-              f">= {plan.manager_kills} manager kills")
+              f">= {plan.manager_kills} manager kills; driver log {tmp_path / 'chaos.log'}")
     farm = Farm(tmp_path)
-    log = Log()
+    log = Log(tmp_path / "chaos.log")
     points: collections.Counter = collections.Counter()
     started = time.monotonic()
     farm.start_manager()
