@@ -5,6 +5,11 @@ plan's table, write the new state (and a history line) to the thread database, t
 Failures are classified into a named cause and level: temporary ones are retried after
 `recover_interval` up to `max_retries`, abort abandons the sector, permanent/critical pause the
 thread until an operator resumes it (optionally at another state).
+
+Every wait (a retry, an idle spell, a final report the manager could not take) ends early on a
+pause or stop request and returns to the loop, which takes the pause in one place (`_pause`).
+A failed write to the thread database pauses the thread (StateStoreFailed) and is written again
+on resume: the sector in memory is never dropped.
 """
 
 from __future__ import annotations
@@ -107,6 +112,7 @@ class SealingThread:
         # database lags behind it until the write succeeds.
         self._sector: Sector | None = None
         self._store_failure: Failure | None = None  # set while paused on StateStoreFailed
+        self._refused: tuple[int, str] | None = None  # the last final report refused: (job, answer)
 
     # ------------------------------------------------------------------------------------------
     # control (called from the admin API and the daemon)
@@ -416,14 +422,20 @@ class SealingThread:
         return True
 
     def _tell_manager(self, sector: Sector, what: str, call: Callable[[], None]) -> bool:
-        """Make a final report. True: done (taken, or refused for good). False: not yet; the manager
-        could not be reached and the thread waited `recover_interval` (or a pause or stop came)."""
+        """Make a final report. True: done (taken, or refused for good). False: not yet; the thread
+        waited `recover_interval` (or a pause or stop came) and the loop will ask again."""
         try:
             call()
+            self._refused = None
             return True
         except ManagerRequestError as e:
             # A refusal (unknown sector, not the holder) is an answer, not an outage: asking again
-            # gets the same one. Record it where operators look, and finish the sector here.
+            # gets the same one. Asked twice (a manager error that passes is no verdict), it is
+            # recorded where operators look, and the sector is finished here.
+            if self._refused != (sector.uid, str(e)):
+                self._refused = (sector.uid, str(e))
+                return self._retry_report(sector, what, e)
+            self._refused = None
             failure = Failure(FailureCause.ManagerRejectedRequest, FailureCause.ManagerRejectedRequest.level,
                               f"the manager refused {what}: {e}; the sector is finished locally "
                               f"as {sector.state.value}")
@@ -432,15 +444,17 @@ class SealingThread:
             self._save(sector, _failure_entry(sector, failure, f"{what} refused"))
             self._set_status(failure=failure)
             return True
-        except Exception as e:  # unreachable (or a transient error): retry after recover_interval
-            self._sector_log(sector).warning("%s failed, retrying in %ss: %s", what,
-                                             self.cfg.sealing.recover_interval, e)
-            self._set_status(thread_state="waiting")
-            try:
-                self.control.wait(self.cfg.sealing.recover_interval)
-            except Interrupted:
-                pass  # the loop takes the pause or the stop, then reports again
-            return False
+        except Exception as e:  # unreachable (or a transient error)
+            return self._retry_report(sector, what, e)
+
+    def _retry_report(self, sector: Sector, what: str, e: Exception) -> bool:
+        self._sector_log(sector).warning("%s failed, retrying in %ss: %s", what, self.cfg.sealing.recover_interval, e)
+        self._set_status(thread_state="waiting")
+        try:
+            self.control.wait(self.cfg.sealing.recover_interval)
+        except Interrupted:
+            pass  # the loop takes the pause or the stop, then reports again
+        return False
 
     # ------------------------------------------------------------------------------------------
     # the thread database: a failed write pauses the thread (StateStoreFailed), never loses the sector
