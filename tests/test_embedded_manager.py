@@ -141,7 +141,7 @@ def land_pre_commit_cc(m: EmbeddedManager, clock: FakeClock, sector: AllocatedSe
     return info
 
 
-def wait_for_seed(m: EmbeddedManager, clock: FakeClock, sector: SectorId):
+def wait_for_seed(m: EmbeddedManager, clock: FakeClock, sector: AllocatedSector):
     wait = m.wait_seed(sector)
     clock.advance(wait.delay_seconds)
     seed = m.wait_seed(sector).seed
@@ -213,7 +213,7 @@ def test_unknown_sectors_are_refused(manager):
         lambda: manager.acquire_deals(unknown, AcquireDealsSpec()),
         lambda: manager.assign_ticket(unknown),
         lambda: manager.poll_pre_commit_state(unknown),
-        lambda: manager.wait_seed(unknown),
+        lambda: manager.wait_seed(AllocatedSector(unknown, PROOF)),
         lambda: manager.submit_proof(unknown, b"", reset=False),
         lambda: manager.reserve_store(unknown, 1, ["store-a"]),
         lambda: manager.report_finalized(unknown, worker=WORKER),
@@ -364,18 +364,18 @@ def test_pre_commit_duplicate_mismatch_and_reset(manager, clock):
 def test_seed_comes_after_the_pre_commit_delay(manager, clock):
     sector = allocate(manager)
     with pytest.raises(ManagerRequestError, match="no landed pre-commit"):
-        manager.wait_seed(sector.id)
+        manager.wait_seed(sector)
     land_pre_commit_cc(manager, clock, sector)  # submitted at epoch 0, landed at 1
 
-    wait = manager.wait_seed(sector.id)
+    wait = manager.wait_seed(sector)
     assert wait.seed is None and wait.delay_seconds == pytest.approx(3.0)  # delay: 3 epochs
     clock.advance(2)
-    assert manager.wait_seed(sector.id).seed is None
+    assert manager.wait_seed(sector).seed is None
     clock.advance(1)
-    seed = manager.wait_seed(sector.id).seed
+    seed = manager.wait_seed(sector).seed
     assert seed.epoch == 4 and len(seed.value) == 32
     clock.advance(1)
-    assert manager.wait_seed(sector.id).seed == seed  # the seed of an epoch never changes
+    assert manager.wait_seed(sector).seed == seed  # the seed of an epoch never changes
     assert manager.sector(sector.id).seed == seed
 
 
@@ -384,7 +384,7 @@ def test_proofs_need_a_seed_and_expire_with_it(manager, clock):
     land_pre_commit_cc(manager, clock, sector)
     with pytest.raises(ManagerRequestError, match="no seed"):
         manager.submit_proof(sector.id, b"\0" * 192, reset=False)
-    wait_for_seed(manager, clock, sector.id)
+    wait_for_seed(manager, clock, sector)
     clock.advance(6)
     response = manager.submit_proof(sector.id, b"\0" * 192, reset=False)
     assert response.result is SubmitResult.Rejected and response.desc.startswith(REASON_SEED_EXPIRED)
@@ -533,7 +533,7 @@ def sealed(tmp_path_factory) -> RealRun:
 
     run.responses["pre_commit"] = m.submit_pre_commit(sector, PreCommitInfo(pc2.comm_r, pc2.comm_d, ticket), False)
     clock.advance(1)
-    seed = wait_for_seed(m, clock, sector.id)
+    seed = wait_for_seed(m, clock, sector)
     run.proof = prove(m, store, sector, ticket, pc2, seed.value)
 
     flipped = bytearray(run.proof)
@@ -618,12 +618,15 @@ def snapped(sealed) -> SnapRun:
     snark = proofs.snap_prove(update, vanilla, candidate.comm_r_old, encoded)
 
     def submit(comm_d: bytes, proof: bytes) -> SubmitResponse:
-        return m.submit_snapup_proof(sector_id, SnapUpProofInfo(encoded.comm_r_new, comm_d, proof, store.name))
+        return m.submit_snapup_proof(sector_id, SnapUpProofInfo(encoded.comm_r_new, comm_d, proof, store.name,
+                                                                tuple(p.commitment for p in added)))
 
     flipped = bytearray(snark)
     flipped[len(flipped) // 2] ^= 0x01
     responses = {
         "wrong_comm_d": submit(CC_COMM_D, snark),
+        "wrong_pieces": m.submit_snapup_proof(sector_id, SnapUpProofInfo(
+            encoded.comm_r_new, encoded.comm_d_new, snark, store.name, (bytes(32),))),
         "flipped": submit(encoded.comm_d_new, bytes(flipped)),
     }
     p_aux = replica_cache / "p_aux"
@@ -651,6 +654,7 @@ def test_snapup_candidate_is_the_sealed_cc_sector(sealed, snapped):
 def test_real_snap_proof_is_accepted(sealed, snapped):
     r = snapped.responses
     assert r["wrong_comm_d"].result is SubmitResult.Rejected and "comm_d_new" in r["wrong_comm_d"].desc
+    assert r["wrong_pieces"].result is SubmitResult.Rejected and "not the upgrade's deals' pieces" in r["wrong_pieces"].desc
     assert r["flipped"].result is SubmitResult.Rejected
     assert r["files_missed"].result is SubmitResult.FilesMissed and "p_aux" in r["files_missed"].desc
     assert r["proof"].result is SubmitResult.Accepted, r["proof"].desc

@@ -242,7 +242,7 @@ def test_an_expired_pre_commit_is_final_and_releases_the_deals(manager, clock, t
     deadline = manager.sector_debug(sector.id).deadlines
     assert [(d.kind, d.epoch, d.passed) for d in deadline] == [(DeadlineKind.PreCommitExpiry, 4 + EXPIRY, False)]
     clock.advance(3)
-    assert manager.wait_seed(sector.id).seed.epoch == 4
+    assert manager.wait_seed(sector).seed.epoch == 4
     clock.advance(EXPIRY)
     assert report(manager, sector.id) == SectorStateResp()  # at the deadline: still in time
 
@@ -400,8 +400,8 @@ def test_hostile_requests_get_clear_statuses_and_leave_the_manager_working(manag
 
     # malformed proof bytes: rejected as an answer (or, without a verifying key here, UNAVAILABLE)
     clock.advance(1)
-    clock.advance(client.wait_seed(sector.id).delay_seconds)
-    assert client.wait_seed(sector.id).seed is not None
+    clock.advance(client.wait_seed(sector).delay_seconds)
+    assert client.wait_seed(sector).seed is not None
     response, error = raw_call(served, "SubmitProof",
                                pb.SubmitProofRequest(sector=convert.sector_id_to_pb(sector.id), proof=b"\xff" * 7))
     if error is not None:

@@ -144,7 +144,7 @@ def land_cc_pre_commit(client: RemoteManager, clock: FakeClock, sector: Allocate
     return info
 
 
-def draw_seed(client: RemoteManager, clock: FakeClock, sector: SectorId) -> Seed:
+def draw_seed(client: RemoteManager, clock: FakeClock, sector: AllocatedSector) -> Seed:
     wait = client.wait_seed(sector)
     assert wait.seed is None and wait.delay_seconds > 0
     clock.advance(wait.delay_seconds)
@@ -224,7 +224,7 @@ def test_sealing_calls_round_trip(running, client):
 
     assert client.reserve_store(sector.id, 4096, ["no-such-store", "store-a"]) == "store-a"
     assert client.reserve_store(sector.id, 1 << 62, ["store-a"]) is None
-    seed = draw_seed(client, clock, sector.id)
+    seed = draw_seed(client, clock, sector)
     assert seed == manager.sector(sector.id).seed
     assert client.poll_proof_state(sector.id).state is OnChainState.NotFound
 
@@ -256,7 +256,7 @@ def test_persist_reports_and_rebuild_round_trip(running, client):
     assert client.allocate_snapup_sector(AllocateSpec(), AcquireDealsSpec(), WORKER) is None  # no deals
 
     # not being upgraded: refused as an answer (the proof is never looked at)
-    snap = client.submit_snapup_proof(sector.id, SnapUpProofInfo(bytes(32), bytes(32), b"proof", "store-a"))
+    snap = client.submit_snapup_proof(sector.id, SnapUpProofInfo(bytes(32), bytes(32), b"proof", "store-a", ()))
     assert snap.result is SubmitResult.Rejected and "not being upgraded" in snap.desc
 
 
@@ -292,7 +292,7 @@ def test_unknown_sectors_are_not_found(client):
         lambda: client.acquire_deals(unknown, AcquireDealsSpec()),
         lambda: client.submit_pre_commit(AllocatedSector(unknown, PROOF),
                                          PreCommitInfo(FAKE_COMM_R, CC_COMM_D, Ticket(bytes(32), 0)), False),
-        lambda: client.wait_seed(unknown),
+        lambda: client.wait_seed(AllocatedSector(unknown, PROOF)),
         lambda: client.submit_proof(unknown, b"proof", reset=False),
         lambda: client.report_finalized(unknown, worker=WORKER),
         lambda: client.request_rebuild(unknown),
@@ -339,7 +339,7 @@ def test_malformed_proof_is_rejected_and_the_manager_keeps_working(running, clie
     land_cc_pre_commit(client, running.clock, sector)
     with pytest.raises(ManagerRequestError, match="has no seed yet"):
         client.submit_proof(sector.id, b"garbage", reset=False)
-    draw_seed(client, running.clock, sector.id)
+    draw_seed(client, running.clock, sector)
 
     try:
         resp = client.submit_proof(sector.id, b"garbage", reset=False)
@@ -411,7 +411,7 @@ def test_snapup_and_upgraded_rebuild_messages_round_trip():
     sector = AllocatedSector(SectorId(MINER, 3), PROOF)
     candidate = SnapUpCandidate(sector, (deal,), FAKE_COMM_R, "store-a")
     assert convert.snapup_candidate_from_pb(convert.snapup_candidate_to_pb(candidate)) == candidate
-    proof_info = SnapUpProofInfo(FAKE_COMM_R, CC_COMM_D, b"\x01" * 192, "store-b")
+    proof_info = SnapUpProofInfo(FAKE_COMM_R, CC_COMM_D, b"\x01" * 192, "store-b", (bytes(range(32)),))
     assert convert.snapup_proof_info_from_pb(convert.snapup_proof_info_to_pb(proof_info)) == proof_info
     job = RebuildJob(sector, Ticket(bytes(32), 5), (), FAKE_COMM_R, CC_COMM_D, "store-a",
                      upgrade_deals=(deal,), upgrade_comm_r=bytes(32), upgrade_comm_d=CC_COMM_D)

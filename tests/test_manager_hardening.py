@@ -158,7 +158,7 @@ def proven(tmp_path_factory):
     assert m.submit_pre_commit(sector, PreCommitInfo(pc2.comm_r, pc2.comm_d, ticket), False).result \
         is SubmitResult.Accepted
     clock.advance(1)
-    seed = wait_for_seed(m, clock, sector.id)
+    seed = wait_for_seed(m, clock, sector)
     refusals = {}
     with pytest.raises(ManagerRequestError) as no_proof:  # 17: finished needs an accepted proof
         m.report_finalized(sector.id, worker=WORKER)

@@ -246,8 +246,8 @@ def test_sealer_calls_send_what_damocles_worker_sends(go, venus):
     assert venus.poll_pre_commit_state(SID).state is OnChainState.Landed
     assert venus.reserve_store(SID, 4096, ["store-a", "store-b"]) == "store-a"
     assert venus.submit_persisted(SID, "store-a", False) is True
-    assert venus.wait_seed(SID) == SeedWait(None, 1500.0)
-    assert venus.wait_seed(SID) == SeedWait(Seed(TICKET, 2000))
+    assert venus.wait_seed(AllocatedSector(SID, P2K)) == SeedWait(None, 1500.0)
+    assert venus.wait_seed(AllocatedSector(SID, P2K)) == SeedWait(Seed(TICKET, 2000))
     resp = venus.submit_proof(SID, PROOF, reset=False)
     assert resp.result is SubmitResult.DuplicateSubmit and resp.desc == "duplicate"
     assert venus.poll_proof_state(SID).state is OnChainState.Landed
@@ -306,19 +306,13 @@ def test_failures_are_reported_with_damocles_levels(go, venus):
     assert '"Failure":{"Level":"Temporary","Desc":"ManagerUnreachable: no answer\\nsecond line"}' in sent
 
 
-def test_wait_seed_needs_the_proof_and_a_usable_answer(go):
+def test_wait_seed_sends_the_sectors_proof_and_needs_a_usable_answer(go):
     go.answer("Venus.WaitSeed", '{"ShouldWait":false,"Delay":0,"Seed":null}')
     with VenusManager(go.addr, timeout=10.0) as fresh:  # has seen no allocation: a restarted worker
-        with pytest.raises(ManagerRequestError, match="needs the seal proof of sector 1000-1"):
-            fresh.wait_seed(SID)
         with pytest.raises(VenusResponseError, match="no seed and nothing to wait for") as e:
-            fresh.wait_seed(SID, proof=SealProof.StackedDrg32GiBV1_1)
+            fresh.wait_seed(AllocatedSector(SID, SealProof.StackedDrg32GiBV1_1))
         assert classify(e.value).level is FailureLevel.temporary
     assert go.sent("Venus.WaitSeed") == [body("Venus.WaitSeed", '[{"Miner":1000,"Number":1},8]', 0)]
-    with VenusManager(go.addr, timeout=10.0, default_proof=P2K) as configured:
-        with pytest.raises(VenusResponseError):
-            configured.wait_seed(SID)
-    assert go.sent("Venus.WaitSeed")[-1].endswith(",5],\"id\":0}")
 
 
 def test_reserve_store_must_answer_one_of_the_candidates(go, venus):
@@ -340,15 +334,17 @@ def test_snapup_allocation_and_proof(go, venus):
     assert cand.sector == AllocatedSector(SectorId(1000, 3), P2K)
     assert cand.comm_r_old == COMM_R and cand.store == "store-a"
     assert [(d.deal_id, d.piece_path) for d in cand.deals] == [(77, ZERO_2K_CID)]
-    info = SnapUpProofInfo(comm_r_new=bytes(32), comm_d_new=ZERO_2K, proof=PROOF, store="store-b")
-    assert venus.submit_snapup_proof(SectorId(1000, 3), info).result is SubmitResult.Accepted
+    info = SnapUpProofInfo(comm_r_new=bytes(32), comm_d_new=ZERO_2K, proof=PROOF, store="store-b",
+                           pieces=tuple(d.piece.commitment for d in cand.deals))
+    with VenusManager(go.addr, timeout=10.0) as restarted:  # the pieces come with the info, not from memory
+        assert restarted.submit_snapup_proof(SectorId(1000, 3), info).result is SubmitResult.Accepted
     assert go.sent("Venus.AllocateSanpUpSector") == [body(
         "Venus.AllocateSanpUpSector", '[{"Sector":{"AllowedMiners":[],"AllowedProofTypes":[5]},'
         '"Deals":{"MaxDeals":2,"MinUsedSpace":null}}]', 0)]
     assert go.sent("Venus.SubmitSnapUpProof") == [body(
         "Venus.SubmitSnapUpProof", '[{"Miner":1000,"Number":3},{"CommR":%s,"CommD":%s,"AccessInstance":"store-b",'
         '"Pieces":[{"/":"%s"}],"Proof":"%s"}]' % ("[" + ",".join(["0"] * 32) + "]",
-                                                  "[" + ",".join(map(str, ZERO_2K)) + "]", ZERO_2K_CID, PROOF_B64), 1)]
+                                                  "[" + ",".join(map(str, ZERO_2K)) + "]", ZERO_2K_CID, PROOF_B64), 0)]
 
 
 @pytest.mark.parametrize("change, reason", [

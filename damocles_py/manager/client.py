@@ -158,8 +158,8 @@ class RemoteManager:
         request = pb.SubmitPersistedRequest(sector=convert.sector_id_to_pb(sector), store=store, is_upgrade=is_upgrade)
         return self._call("SubmitPersisted", request, lambda r: r.accepted)
 
-    def wait_seed(self, sector: SectorId) -> SeedWait:
-        request = pb.WaitSeedRequest(sector=convert.sector_id_to_pb(sector))
+    def wait_seed(self, sector: AllocatedSector) -> SeedWait:
+        request = pb.WaitSeedRequest(sector=convert.sector_id_to_pb(sector.id), proof=sector.proof.name)
         return self._call("WaitSeed", request, convert.seed_wait_from_pb)
 
     def submit_proof(self, sector: SectorId, proof: bytes, reset: bool) -> SubmitResponse:

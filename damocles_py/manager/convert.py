@@ -378,13 +378,15 @@ def snapup_candidate_from_pb(msg: pb.SnapUpCandidate, field: str = "candidate") 
 
 def snapup_proof_info_to_pb(value: SnapUpProofInfo) -> pb.SnapUpProofInfo:
     return pb.SnapUpProofInfo(comm_r_new=value.comm_r_new, comm_d_new=value.comm_d_new, proof=value.proof,
-                              store=value.store)
+                              store=value.store, pieces=list(value.pieces))
 
 
 def snapup_proof_info_from_pb(msg: pb.SnapUpProofInfo, field: str = "info") -> SnapUpProofInfo:
     # The proof's bytes go to the manager as they are: judging them is the manager's job (Rejected).
+    pieces = tuple(_commitment(p, _path(field, f"pieces[{i}]")) for i, p in enumerate(msg.pieces))
     return SnapUpProofInfo(_commitment(msg.comm_r_new, _path(field, "comm_r_new")),
-                           _commitment(msg.comm_d_new, _path(field, "comm_d_new")), bytes(msg.proof), msg.store)
+                           _commitment(msg.comm_d_new, _path(field, "comm_d_new")), bytes(msg.proof), msg.store,
+                           pieces)
 
 
 def rebuild_job_to_pb(value: RebuildJob) -> pb.RebuildJob:

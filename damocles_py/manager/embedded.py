@@ -587,9 +587,13 @@ class EmbeddedManager:
             return f"{cache / 'p_aux'} is missing in store {store_name}"
         return None
 
-    def wait_seed(self, sector: SectorId) -> SeedWait:
+    def wait_seed(self, allocated: AllocatedSector) -> SeedWait:
+        sector = allocated.id
         with self._db.transaction() as tx:
             record = self._require_active(tx, sector)
+            if allocated.proof is not record.proof:
+                raise ManagerRequestError(f"sector {sector} is sealed with {record.proof.name}, "
+                                          f"not {allocated.proof.name}")
             landed = self._landed_pre_commit(record)
             seed_epoch = landed.landing_epoch + self.config.pre_commit_delay_epochs
             if self.chain.epoch() < seed_epoch:
@@ -703,7 +707,12 @@ class EmbeddedManager:
             return _ACCEPTED
 
     def _snap_proof_problem(self, tx: Tx, record: SectorRecord, info: SnapUpProofInfo) -> str | None:
-        expected = proofs.compute_comm_d(record.proof, sector_pieces(record.proof, tx.deals_of(record.id, True)))
+        deals = tx.deals_of(record.id, True)
+        pieces = tuple(d.piece.commitment for d in deals)
+        if tuple(info.pieces) != pieces:
+            return (f"the pieces {[p.hex() for p in info.pieces]} are not the upgrade's deals' pieces "
+                    f"{[p.hex() for p in pieces]}")
+        expected = proofs.compute_comm_d(record.proof, sector_pieces(record.proof, deals))
         if info.comm_d_new != expected:
             return f"comm_d_new {info.comm_d_new.hex()} does not match the upgrade's deals (expected {expected.hex()})"
         comm_r_old = record.pre_commit.info.comm_r

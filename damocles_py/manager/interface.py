@@ -89,14 +89,23 @@ class AcquireDealsSpec:
     min_used_space: int | None = None
 
 
+# Deal.piece_path of a pledge (filler) piece: its data are zeros, there is no file to read.
+PLEDGE_PREFIX = "pledge:"
+
+
 @dataclass(frozen=True)
 class Deal:
-    """A deal's piece. `piece_path` is where the worker reads the piece data (a local file)."""
+    """A deal's piece. `piece_path` is where the worker reads the piece data: a local file, or a
+    piece name (a damocles-manager's piece CID) looked up in local_pieces_dirs, then downloaded."""
 
     deal_id: int
     piece: PieceInfo
     piece_path: str
     payload_size: int
+
+    @property
+    def is_pledge(self) -> bool:
+        return self.piece_path.startswith(PLEDGE_PREFIX)
 
 
 @dataclass(frozen=True)
@@ -178,6 +187,9 @@ class SnapUpProofInfo:
     comm_d_new: bytes
     proof: bytes
     store: str
+    # The upgrade's piece commitments, in order: a restarted worker re-sends what the manager
+    # handed it (damocles-manager wants them with the proof).
+    pieces: tuple[bytes, ...]
 
 
 @dataclass(frozen=True)
@@ -346,7 +358,8 @@ class SectorManager(Protocol):
 
     def submit_persisted(self, sector: SectorId, store: str, is_upgrade: bool) -> bool: ...
 
-    def wait_seed(self, sector: SectorId) -> SeedWait: ...
+    # The seal proof travels with the sector: damocles-manager picks the seed's rule by proof type.
+    def wait_seed(self, sector: AllocatedSector) -> SeedWait: ...
 
     def submit_proof(self, sector: SectorId, proof: bytes, reset: bool) -> SubmitResponse: ...
 

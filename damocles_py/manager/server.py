@@ -207,7 +207,8 @@ class ManagerService(pb_grpc.SectorManagerServicer):
 
     @_rpc
     def WaitSeed(self, request, context):
-        sector = convert.sector_id_from_pb(required(request, "sector"))
+        sector = convert.allocated_sector_from_pb(pb.AllocatedSector(id=required(request, "sector"),
+                                                                     proof=request.proof))
         return convert.seed_wait_to_pb(self.manager.wait_seed(sector))
 
     @_rpc

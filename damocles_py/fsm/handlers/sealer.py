@@ -103,7 +103,7 @@ def submit_persisted(ctx: StageContext) -> Event:
 def wait_seed(ctx: StageContext) -> Event:
     s = ctx.sector
     while True:
-        wait = ctx.manager.wait_seed(s.id)
+        wait = ctx.manager.wait_seed(AllocatedSector(s.id, s.proof))
         if wait.seed is not None:
             s.seed = wait.seed
             ctx.log.info("seed at epoch %d", wait.seed.epoch)

@@ -96,7 +96,9 @@ def persist_update(ctx: StageContext) -> Event:
 def submit_snap_proof(ctx: StageContext) -> Event:
     s = ctx.sector
     enc = s.snap.encoded
-    resp = ctx.manager.submit_snapup_proof(s.id, SnapUpProofInfo(enc.comm_r_new, enc.comm_d_new, s.snap.proof, s.store))
+    pieces = tuple(d.piece.commitment for d in s.snap.deals)
+    resp = ctx.manager.submit_snapup_proof(
+        s.id, SnapUpProofInfo(enc.comm_r_new, enc.comm_d_new, s.snap.proof, s.store, pieces))
     if resp.result in (SubmitResult.Accepted, SubmitResult.DuplicateSubmit):
         return Event.Finish
     if resp.result is SubmitResult.FilesMissed:

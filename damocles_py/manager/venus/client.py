@@ -26,10 +26,9 @@ Where our interface and Venus differ, this client decides as follows:
 - poll_*_state: Venus' `Packed` (2) is our `Pending`: both mean "poll again".
 - reserve_store: `StoreReserveSpace` answers a StoreBasicInfo; we return its Name, which must
   be one of the candidates (else ManagerRequestError, as damocles' "no available persist store").
-- wait_seed: Venus wants the proof type. It comes from the `proof` argument, else from the sector's
-  allocation seen by this client, else from `default_proof`; else ManagerRequestError.
-- submit_snapup_proof: Venus wants the upgrade's piece CIDs, which `SnapUpProofInfo` lacks; they
-  come from the `pieces` argument, else from the snap-up allocation seen by this client.
+- wait_seed and submit_snapup_proof: Venus wants the proof type and the upgrade's piece CIDs; the
+  interface carries them (`AllocatedSector`, `SnapUpProofInfo.pieces`), so the client keeps no
+  memory of allocations and a restarted worker sends the same.
 - report_state: `Event` is our event name (damocles always sends the string "None", a bug);
   `Failure` is `{"Level": "Temporary"|"Permanent"|"Abort"|"Critical", "Desc": "<cause>: <detail>"}`.
   `Finalized: true` comes back as `SectorStateResp(finalized=True, abort_reason=...)`, which the
@@ -39,15 +38,18 @@ Where our interface and Venus differ, this client decides as follows:
 - worker_ping: `Name` = instance, `Dest` = the admin address given (default: the local IP
   towards the manager, port 17890, as damocles), `Summary` counted from the threads
   (`Errors` stays 0: our ThreadSummary carries no error flag).
-- Extras for the daemon: `store_basic_info(name)` and `require_stores(names)` (start-up check).
+- report_state has its own, shorter bound (`report_timeout`): the runtime reports after every step
+  and only logs a failed report, so a hung manager costs a step seconds, not `timeout`.
+- Extras for the daemon: `store_basic_info(name)` and `require_stores(names)` (start-up check), and
+  `fetch_piece(name, directory)`, the worker's `PieceStore` (`/piecestore/`, with `piece_token`).
 """
 
 from __future__ import annotations
 
 import logging
 import socket
-import threading
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable
+from pathlib import Path
 from typing import TypeVar
 
 from damocles_py import __version__
@@ -57,6 +59,7 @@ from damocles_py.manager.interface import (
     AllocatedSector,
     AllocateSpec,
     Deal,
+    PLEDGE_PREFIX,
     ManagerRequestError,
     OnChainState,
     OnChainStatus,
@@ -79,6 +82,7 @@ from damocles_py.manager.venus import codec as w
 from damocles_py.manager.venus.addr import ManagerEndpoint, parse_manager_addr
 from damocles_py.manager.venus.cid import commitment_to_cid
 from damocles_py.manager.venus.errors import VenusResponseError, VenusRPCError
+from damocles_py.manager.venus.piecestore import download_piece
 from damocles_py.manager.venus.rpc import JsonRpcClient
 from damocles_py.proofs import PieceInfo, SealProof
 
@@ -86,9 +90,9 @@ log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
-PLEDGE_PREFIX = "pledge:"  # Deal.piece_path of a filler piece: zeros, not a file
 DEFAULT_ADMIN_PORT = 17890  # damocles-worker's rpc_server.port default, used in the ping's Dest
 VERSION = f"v{__version__}-damocles-py"
+REPORT_TIMEOUT = 10.0  # default bound of a ReportState: the runtime only logs a failed report
 
 # filecoin-proofs RegisteredSealProof numbers of the interactive PoRep V1_1 proofs we seal.
 REGISTERED_SEAL_PROOF: dict[SealProof, int] = {
@@ -191,24 +195,24 @@ def local_ip_towards(host: str, port: int) -> str:
 
 
 class VenusManager:
-    """`addr`: damocles' `rpc_client.addr` (multiaddr or URL). `timeout`: the bound of one call.
+    """`addr`: damocles' `rpc_client.addr` (multiaddr or URL). `timeout`: the bound of one call;
+    `report_timeout` that of a ReportState (default: the smaller of `timeout` and 10 s).
 
-    `dest`: the worker's admin address for pings (`host:port`). `default_proof`: the seal proof
-    of sectors whose allocation this client has not seen (after a restart), for `WaitSeed`.
+    `headers`: sent with every call (damocles' `rpc_client.headers`; our worker adds
+    `Authorization: Bearer <farm token>`). `dest`: the worker's admin address for pings
+    (`host:port`). `piece_token`: sent on a redirected piece download (damocles' `piece_token`).
     """
 
     def __init__(self, addr: str, timeout: float = 30.0, connect_timeout: float = 5.0,
-                 headers: dict[str, str] | None = None, dest: str | None = None,
-                 default_proof: SealProof | None = None, version: str = VERSION):
+                 headers: dict[str, str] | None = None, dest: str | None = None, version: str = VERSION,
+                 piece_token: str | None = None, report_timeout: float | None = None):
         self.endpoint: ManagerEndpoint = parse_manager_addr(addr)
         self.addr = addr
         self.rpc = JsonRpcClient(self.endpoint.rpc_url, timeout, connect_timeout, headers)
+        self.report_timeout = min(timeout, REPORT_TIMEOUT) if report_timeout is None else report_timeout
         self.dest = dest
-        self.default_proof = default_proof
         self.version = version
-        self._lock = threading.Lock()
-        self._proofs: dict[SectorId, SealProof] = {}  # sector -> its seal proof, as allocated
-        self._snap_pieces: dict[SectorId, tuple[bytes, ...]] = {}  # sector -> its upgrade's piece commitments
+        self.piece_token = piece_token
 
     @property
     def url(self) -> str:
@@ -226,8 +230,8 @@ class VenusManager:
     # -----------------------------------------------------------------------------------------
     # plumbing
 
-    def _call(self, method: w.Method, *args):
-        return self.rpc.call(method, *args)
+    def _call(self, method: w.Method, *args, timeout: float | None = None):
+        return self.rpc.call(method, *args, timeout=timeout)
 
     def _map(self, method: w.Method, fn: Callable[[], T]) -> T:
         """Map a decoded answer onto our types; a value that breaks a rule of ours is malformed."""
@@ -235,15 +239,6 @@ class VenusManager:
             return fn()
         except _Malformed as e:
             raise VenusResponseError(method.name, e.path, e.problem, self.url) from None
-
-    def _remember(self, sector: SectorId, proof: SealProof) -> None:
-        with self._lock:
-            self._proofs[sector] = proof
-
-    def _forget(self, sector: SectorId) -> None:
-        with self._lock:
-            self._proofs.pop(sector, None)
-            self._snap_pieces.pop(sector, None)
 
     def _abort_unusable(self, sid: w.SectorID, reason: str) -> None:
         """Tell the manager we give back a sector it just allocated to us (best effort)."""
@@ -269,9 +264,7 @@ class VenusManager:
             self._abort_unusable(allocated.id, f"seal proof type {allocated.proof_type} is not supported by "
                                                f"this worker (it seals {sorted(SEAL_PROOF_OF)})")
             return None
-        sector = _sector_id(allocated.id)
-        self._remember(sector, proof)
-        return AllocatedSector(sector, proof)
+        return AllocatedSector(_sector_id(allocated.id), proof)
 
     def acquire_deals(self, sector: SectorId, spec: AcquireDealsSpec) -> list[Deal]:
         pieces = self._call(w.ACQUIRE_DEALS, _sid(sector), _deals_spec(spec)) or []
@@ -282,7 +275,6 @@ class VenusManager:
         return Ticket(ticket.ticket, ticket.epoch)
 
     def submit_pre_commit(self, sector: AllocatedSector, info: PreCommitInfo, reset: bool) -> SubmitResponse:
-        self._remember(sector.id, sector.proof)
         allocated = w.AllocatedSector(_sid(sector.id), REGISTERED_SEAL_PROOF[sector.proof])
         on_chain = w.PreCommitOnChainInfo(info.comm_r, info.comm_d, w.Ticket(info.ticket.value, info.ticket.epoch))
         return _submit_response(self._call(w.SUBMIT_PRE_COMMIT, allocated, on_chain, bool(reset)))
@@ -305,14 +297,8 @@ class VenusManager:
     def submit_persisted(self, sector: SectorId, store: str, is_upgrade: bool) -> bool:
         return self._call(w.SUBMIT_PERSISTED_EX, _sid(sector), store, bool(is_upgrade))
 
-    def wait_seed(self, sector: SectorId, proof: SealProof | None = None) -> SeedWait:
-        with self._lock:
-            proof = proof or self._proofs.get(sector) or self.default_proof
-        if proof is None:
-            raise ManagerRequestError(
-                f"Venus.WaitSeed needs the seal proof of sector {sector}, which this client has not seen "
-                f"allocated (the worker restarted since?); configure the worker's sector size")
-        resp = self._call(w.WAIT_SEED, _sid(sector), REGISTERED_SEAL_PROOF[proof])
+    def wait_seed(self, sector: AllocatedSector) -> SeedWait:
+        resp = self._call(w.WAIT_SEED, _sid(sector.id), REGISTERED_SEAL_PROOF[sector.proof])
         if resp.seed is not None:
             return SeedWait(Seed(resp.seed.seed, resp.seed.epoch))
         if not resp.should_wait or resp.delay == 0:
@@ -348,22 +334,11 @@ class VenusManager:
         sector = _sector_id(got.sector.id)
         candidate_deals = self._map(method, lambda: tuple(_deal(p, f"result.Pieces[{i}]")
                                                           for i, p in enumerate(got.pieces)))
-        with self._lock:
-            self._proofs[sector] = proof
-            self._snap_pieces[sector] = tuple(p.piece.piece_cid for p in got.pieces)
         return SnapUpCandidate(AllocatedSector(sector, proof), candidate_deals, got.public.comm_r,
                                got.private.access_instance)
 
-    def submit_snapup_proof(self, sector: SectorId, info: SnapUpProofInfo,
-                            pieces: Sequence[bytes] | None = None) -> SubmitResponse:
-        if pieces is None:
-            with self._lock:
-                pieces = self._snap_pieces.get(sector)
-        if pieces is None:
-            raise ManagerRequestError(
-                f"Venus.SubmitSnapUpProof needs the piece CIDs of sector {sector}'s upgrade, which this client "
-                f"has not seen allocated (the worker restarted since?)")
-        on_chain = w.SnapUpOnChainInfo(info.comm_r_new, info.comm_d_new, info.store, list(pieces), info.proof)
+    def submit_snapup_proof(self, sector: SectorId, info: SnapUpProofInfo) -> SubmitResponse:
+        on_chain = w.SnapUpOnChainInfo(info.comm_r_new, info.comm_d_new, info.store, list(info.pieces), info.proof)
         return _submit_response(self._call(w.SUBMIT_SNAPUP_PROOF, _sid(sector), on_chain))
 
     def allocate_rebuild_sector(self, spec: AllocateSpec, worker: WorkerRef) -> RebuildJob | None:
@@ -389,7 +364,6 @@ class VenusManager:
 
         pieces = self._map(method, deals)
         sector = _sector_id(info.sector.id)
-        self._remember(sector, proof)
         ticket = Ticket(info.ticket.ticket, info.ticket.epoch)
         if not info.is_snapup:
             return RebuildJob(AllocatedSector(sector, proof), ticket, pieces, comm_r=b"", comm_d=b"", store="")
@@ -409,12 +383,11 @@ class VenusManager:
             w.SectorStateChange(report.prev, report.next, report.event),
             _failure(report),
         )
-        state = self._call(w.REPORT_STATE, _sid(sector), req)
+        state = self._call(w.REPORT_STATE, _sid(sector), req, timeout=self.report_timeout)
         return SectorStateResp(finalized=state.finalized, abort_reason=state.abort_reason)
 
     def report_finalized(self, sector: SectorId, *, worker: WorkerRef) -> None:
         self._call(w.REPORT_FINALIZED, _sid(sector))
-        self._forget(sector)
 
     def report_aborted(self, sector: SectorId, reason: str, *, worker: WorkerRef,
                        cause: FailureCause | None = None) -> None:
@@ -422,7 +395,6 @@ class VenusManager:
             self._call(w.REPORT_ABORTED, _sid(sector), reason)
         except VenusRPCError as e:  # an answer, not an outage: damocles-worker ignores it too
             log.warning("the damocles-manager refused ReportAborted of %s: %s", sector, e)
-        self._forget(sector)
 
     # -----------------------------------------------------------------------------------------
     # liveness and stores
@@ -446,3 +418,14 @@ class VenusManager:
                     f"add the store to the manager's persist stores (same name), or detach it from the worker")
             found[name] = info
         return found
+
+    # -----------------------------------------------------------------------------------------
+    # pieces
+
+    def fetch_piece(self, name: str, directory: Path) -> Path:
+        """The piece `name` (its CID) from the manager's `/piecestore/`, into `directory` (kept
+        there: a retried stage does not download it again). The caller checks its commP."""
+        path = directory / name
+        if not path.is_file():
+            download_piece(self.endpoint, name, path, self.piece_token)
+        return path

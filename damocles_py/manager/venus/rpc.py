@@ -158,26 +158,28 @@ class JsonRpcClient:
         with self._ids_lock:
             return next(self._ids)
 
-    def call(self, method: Method, *args):
-        """Call `method` with positional `args` (wire values) and decode its result."""
+    def call(self, method: Method, *args, timeout: float | None = None):
+        """Call `method` with positional `args` (wire values) and decode its result; `timeout`
+        overrides the client's bound for this call."""
         if self._closed:
             raise ManagerUnavailable(f"the client of the damocles-manager at {self.url} is closed")
         request_id = self.next_id()
         body = encode_request(method.name, method.encode_params(args), request_id)
-        raw = self.post(method.name, body)
+        raw = self.post(method.name, body, timeout)
         value = parse_response(raw, method.name, request_id, self.url)
         try:
             return method.decode_result(value)
         except WireError as e:
             raise VenusResponseError(method.name, e.path, e.problem, self.url) from None
 
-    def post(self, method: str, body: bytes) -> bytes:
+    def post(self, method: str, body: bytes, timeout: float | None = None) -> bytes:
         """POST `body`, return the response body, whatever the HTTP status (as the damocles fork)."""
-        deadline = time.monotonic() + self.timeout
+        timeout = self.timeout if timeout is None else timeout
+        deadline = time.monotonic() + timeout
         try:
             with self._session().post(self.url, data=body, headers=self.headers, stream=True,
                                       allow_redirects=False,
-                                      timeout=(self.connect_timeout, self.timeout)) as resp:
+                                      timeout=(min(self.connect_timeout, timeout), timeout)) as resp:
                 chunks, size = [], 0
                 # read1: at most one recv per call, so a peer that trickles bytes meets the deadline too
                 # (read(n) would keep receiving until it has n bytes, each recv resetting the timeout).
@@ -188,11 +190,11 @@ class JsonRpcClient:
                         raise ManagerUnavailable(f"{method}: the answer of the damocles-manager at {self.url} "
                                                  f"exceeds {MAX_RESPONSE_BYTES} bytes")
                     if time.monotonic() > deadline:
-                        raise requests.Timeout(f"no complete answer within {self.timeout}s")
+                        raise requests.Timeout(f"no complete answer within {timeout}s")
                     chunks.append(chunk)
                 return b"".join(chunks)
         except requests.Timeout as e:
             raise ManagerUnavailable(f"{method}: the damocles-manager at {self.url} did not answer within "
-                                     f"{self.timeout}s ({e})") from None
+                                     f"{timeout}s ({e})") from None
         except (requests.RequestException, OSError) as e:
             raise ManagerUnavailable(f"{method}: the damocles-manager at {self.url} is unreachable: {e}") from None
