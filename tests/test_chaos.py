@@ -210,7 +210,6 @@ def drive_daemon(farm: Farm, plan: Plan, rng: random.Random, log: Log, points: c
         if stop.is_set():
             return
         wait_for(farm.daemon_serving, STARTUP_BUDGET, "the daemon to serve")
-        time.sleep(rng.uniform(0.0, 1.5))  # let the threads move on from where they restarted
         if target == "early":
             # the next moment a thread is in (or about to start) its cheap stages while no C2 has been
             # running for long (the kill takes it down too: keep what it costs small), a little later
@@ -221,8 +220,9 @@ def drive_daemon(farm: Farm, plan: Plan, rng: random.Random, log: Log, points: c
                 return running is None or running < 5.0
 
             wait_for(early_moment, seal_budget(2), "a thread in its early stages")
-            time.sleep(rng.uniform(0.0, 0.8))
+            time.sleep(rng.uniform(0.0, 0.3))  # they last about a second (chain waits of 0.2 s epochs)
         elif target == "c2":
+            time.sleep(rng.uniform(0.0, 1.5))  # let the threads move on from where they restarted
             wait_for(lambda: any(s in IN_C2 for s in farm.thread_states()), seal_budget(2), "a thread in C2")
             time.sleep(rng.uniform(1.0, 25.0))  # somewhere in the C2 (or just after it, if it was quick)
         else:  # late: between the proof's submission and the final report
