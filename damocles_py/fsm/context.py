@@ -140,6 +140,13 @@ class StageObserver(Protocol):
     def stage_finished(self, stage: str, sector_size: str, seconds: float, ok: bool) -> None: ...
 
 
+class PieceStore(Protocol):
+    """Where a deal's piece comes from when it is not on this worker's disks: a damocles-manager's
+    `/piecestore/`. `fetch_piece` puts the piece `name` (its CID) in `directory`, returns its path."""
+
+    def fetch_piece(self, name: str, directory: Path) -> Path: ...
+
+
 @dataclass
 class StageContext:
     sector: Sector
@@ -154,6 +161,7 @@ class StageContext:
     observer: StageObserver
     local_pieces_dirs: tuple[Path, ...] = ()
     static_tree_d: dict[SectorSize, Path] = field(default_factory=dict)
+    piece_store: PieceStore | None = None
 
     @property
     def files(self) -> SectorFiles:

@@ -42,9 +42,10 @@ class FailureCause(enum.Enum):
         _A, "any", "The manager finalized or aborted this sector (e.g. an operator aborted it there).",
         "Nothing: the thread moves on to the next sector.")
     PieceDownloadFailed = CauseInfo(
-        _T, "AddPiece", "A deal's piece file could not be read.",
-        "Make sure the piece file exists and is readable (pieces_dir / local_pieces_dirs); the thread "
-        "retries by itself, then `worker resume --index N`.")
+        _T, "AddPiece",
+        "A deal's piece file could not be read, or not downloaded from the damocles-manager's /piecestore/.",
+        "Make sure the piece file exists and is readable (pieces_dir / local_pieces_dirs), or that the manager "
+        "serves it (piece_token if it redirects); the thread retries by itself, then `worker resume --index N`.")
     PieceCommitmentMismatch = CauseInfo(
         _A, "AddPiece", "The piece data's commitment (commP) differs from the deal's piece CID.",
         "The piece file is wrong or corrupted: replace it; the deal returns to the manager's pool.")

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Callable, TypeVar
 
 from damocles_py.config.schema import AttachedStoreConfig, SealingThreadConfig
-from damocles_py.fsm.context import Interrupted, ResumeRequest, StageContext, StageLimits, ThreadControl
+from damocles_py.fsm.context import Interrupted, PieceStore, ResumeRequest, StageContext, StageLimits, ThreadControl
 from damocles_py.fsm.failure import Failure, FailureCause, FailureLevel, SealingFailure, is_out_of_space
 from damocles_py.fsm.plans import PLANS, PlanSpec
 from damocles_py.fsm.sector import Sector
@@ -73,6 +73,7 @@ class WorkerContext:
     observer: WorkerObserver
     local_pieces_dirs: tuple[Path, ...] = ()
     static_tree_d: dict[SectorSize, Path] | None = None
+    piece_store: PieceStore | None = None  # pieces not found locally are fetched from there
     # Asked before a thread starts a new sector; False keeps it idle (a draining worker).
     may_start_sector: Callable[[], bool] = lambda: True
     sector_log_max_bytes: int = 16 << 20
@@ -263,6 +264,7 @@ class SealingThread:
             observer=_StageObserver(self),
             local_pieces_dirs=self.worker.local_pieces_dirs,
             static_tree_d=self.worker.static_tree_d or {},
+            piece_store=self.worker.piece_store,
         )
 
     def _step(self, sector: Sector, plan: PlanSpec) -> None:

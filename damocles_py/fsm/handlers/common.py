@@ -31,15 +31,38 @@ def prover_id(ctx: StageContext) -> bytes:
 # pieces
 
 
+def _pieces_dir(ctx: StageContext) -> Path:
+    """The sector's own piece files (pledge zeros, downloads): removed with its other scratch files."""
+    return ctx.files.root / "pieces"
+
+
+def _zero_piece(ctx: StageContext, size: int) -> Path:
+    """A pledge (filler) piece: `size` zero bytes, as a sparse file (no disk space)."""
+    path = _pieces_dir(ctx) / f"pledge-{size}"
+    if not (path.is_file() and path.stat().st_size == size):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(path, "wb") as f:
+            f.truncate(size)
+    return path
+
+
 def _piece_file(ctx: StageContext, deal: Deal) -> Path:
-    """The deal's piece data: the manager's path, else a file of that name in local_pieces_dirs."""
-    candidates = [Path(deal.piece_path)] + [d / Path(deal.piece_path).name for d in ctx.local_pieces_dirs]
+    """The deal's piece data: zeros for a pledge piece; the manager's path when it is a local file;
+    else a file of that name in local_pieces_dirs; else downloaded from the manager's piece store."""
+    if deal.is_pledge:
+        return _zero_piece(ctx, deal.piece.size)
+    given = Path(deal.piece_path)
+    name = given.name
+    candidates = ([given] if given.is_absolute() else []) + [d / name for d in ctx.local_pieces_dirs]
     for path in candidates:
         if path.is_file():
             return path
+    if ctx.piece_store is not None and name not in ("", ".", ".."):
+        ctx.log.info("deal %d: piece %s is not local: downloading it from the manager", deal.deal_id, name)
+        return ctx.piece_store.fetch_piece(name, _pieces_dir(ctx))
     raise SealingFailure(
         FailureCause.PieceDownloadFailed,
-        f"deal {deal.deal_id}: piece file not found (looked at {', '.join(map(str, candidates))})",
+        f"deal {deal.deal_id}: piece file not found (looked at {', '.join(map(str, candidates)) or 'nothing'})",
     )
 
 

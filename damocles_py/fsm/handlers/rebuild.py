@@ -1,5 +1,10 @@
 """Handlers of the rebuild plan: re-create a lost sealed sector (and its snap update) from its
-ticket and pieces, check it matches what is on chain, and put it back in its store."""
+ticket and pieces, check it matches what is on chain, and put it back in its store.
+
+A damocles-manager says less than ours: no store (one is reserved, as for a new sector) and no
+commitments to compare with (empty: the comparison is skipped, and C1 checks the replica, as in
+damocles-worker).
+"""
 
 from __future__ import annotations
 
@@ -18,20 +23,21 @@ def allocate(ctx: StageContext) -> Event | None:
         return None
     s = ctx.sector
     s.id, s.proof, s.ticket = job.sector.id, job.sector.proof, job.ticket
-    s.deals, s.store, s.expected_comm_r = list(job.deals), job.store, job.comm_r
+    s.deals, s.store, s.expected_comm_r = list(job.deals), job.store or None, job.comm_r or None
     if job.is_snapup:
         s.snap = SnapUpPhase(deals=list(job.upgrade_deals), comm_r_old=job.comm_r,
-                             expected_comm_r=job.upgrade_comm_r)
+                             expected_comm_r=job.upgrade_comm_r or None)
     ctx.files.remove()
     ctx.files.prepare()
-    ctx.log.info("rebuilding into store %s (%s)", job.store, "upgraded sector" if job.is_snapup else "sealed sector")
+    ctx.log.info("rebuilding into store %s (%s)", job.store or "(to be reserved)",
+                 "upgraded sector" if job.is_snapup else "sealed sector")
     return Event.AllocatedRebuildSector
 
 
 def pc2(ctx: StageContext) -> Event:
     event = common.pc2(ctx)
     s = ctx.sector
-    if s.comm_r != s.expected_comm_r:
+    if s.expected_comm_r is not None and s.comm_r != s.expected_comm_r:
         raise SealingFailure(
             FailureCause.RebuildMismatch,
             f"rebuilt comm_r {s.comm_r.hex()} differs from the sector's {s.expected_comm_r.hex()}",
@@ -59,7 +65,7 @@ def add_snap_pieces(ctx: StageContext) -> Event:
 def snap_encode(ctx: StageContext) -> Event:
     s, files = ctx.sector, ctx.files
     encoded = snapup.encode(ctx, files.sealed, files.cache)  # the rebuilt replica is the sector key
-    if encoded.comm_r_new != s.snap.expected_comm_r:
+    if s.snap.expected_comm_r is not None and encoded.comm_r_new != s.snap.expected_comm_r:
         raise SealingFailure(
             FailureCause.RebuildMismatch,
             f"rebuilt update comm_r {encoded.comm_r_new.hex()} differs from the sector's {s.snap.expected_comm_r.hex()}",
@@ -75,7 +81,7 @@ def check_snap(ctx: StageContext) -> Event:
 
 def persist(ctx: StageContext) -> Event:
     s, files = ctx.sector, ctx.files
-    layout = ctx.persist_layout(s.store)
+    layout = ctx.persist_layout(common.reserve_store(ctx))  # kept when the manager named one
     # A rebuild exists to replace a lost or damaged replica; its output matched the chain's comm_r.
     common.copy_sealed_files(ctx, files.sealed, files.cache, layout.sealed, layout.cache, replace=True)
     if s.snap is not None:
