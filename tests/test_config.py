@@ -232,8 +232,8 @@ INVALID = {
     "unknown section lists sections": ("[bogus]\n" + THREAD, "bogus", "worker, sector_manager, sealing"),
     "unknown stage": ("[processors.limitation.concurrent]\npc_1 = 1\n" + THREAD,
                       "processors.limitation.concurrent.pc_1", "did you mean `pc1`?"),
-    "unknown stage, no match": ("[processors.limitation.concurrent]\nwindow_post = 1\n" + THREAD,
-                                "processors.limitation.concurrent.window_post", "snap_encode"),
+    "unknown stage, no match": ("[processors.limitation.concurrent]\nzzz = 1\n" + THREAD,
+                                "processors.limitation.concurrent.zzz", "snap_encode"),
     # wrong types and ranges
     "string for int": ('[sealing]\nmax_retries = "5"\n' + THREAD, "sealing.max_retries", '"5" (a string)'),
     "bool for int": ("[sealing]\nmax_retries = true\n" + THREAD, "sealing.max_retries", "true (a boolean)"),

@@ -56,9 +56,53 @@ def _cmd_bench(args) -> int:
     return 0 if times.verified else 1
 
 
+def _cmd_generator_tree_d(args) -> int:
+    """damocles' `generator tree-d`: the all-zero (CC) tree-d of a size, for [processors.static_tree_d]."""
+    import logging
+
+    from damocles_py.fsm.handlers.common import cached_cc_tree_d
+    from damocles_py.proofs import SealProof, SectorSize
+
+    size = SectorSize.parse(args.sector_size, "--sector-size")
+    path = cached_cc_tree_d(Path(args.path).expanduser().absolute(), SealProof.for_size(size),
+                            logging.getLogger("damocles_py.generator"))
+    print(f"static tree-d for {size}: {path}")
+    print(f'use it with: [processors.static_tree_d] {size} = "{path}"')
+    return 0
+
+
+# damocles-worker's `processor <stage>` names (vc-processors builtin/tasks.rs)
+PROCESSOR_STAGES = ("add_pieces", "tree_d", "pc1", "pc2", "c2", "snap_encode", "snap_prove", "transfer",
+                    "window_post", "winning_post")
+
+
+def _cmd_processor(args) -> int:
+    from damocles_py.errors import UserError
+
+    raise UserError(f"processor {args.stage} is not supported yet by damocles-py: external processors "
+                    "(issue 9); every stage runs inside `damocles-worker daemon`")
+
+
 def build_parser() -> argparse.ArgumentParser:
+    from damocles_py import __version__
+
     p = OneLineParser(prog="damocles-worker", description="Filecoin sector-sealing worker")
+    p.add_argument("-V", "--version", action="version", version=f"%(prog)s v{__version__}-damocles-py")
     sub = p.add_subparsers(dest="command", required=True)
+
+    gen_p = sub.add_parser("generator", help="generate static files")
+    gsub = gen_p.add_subparsers(dest="generator_command", required=True)
+    tree_d = gsub.add_parser("tree-d", help="build the CC (all-zero) tree-d of a sector size into a directory")
+    tree_d.add_argument("-s", "--sector-size", required=True, help="e.g. 2KiB, 32GiB")
+    tree_d.add_argument("-p", "--path", required=True, help="directory to write sc-02-data-tree-d.dat into")
+    tree_d.set_defaults(func=_cmd_generator_tree_d)
+
+    proc = sub.add_parser("processor", help="damocles' external processor children: not supported yet")
+    proc.add_argument("stage", choices=PROCESSOR_STAGES)
+    proc.add_argument("--hugepage-files-path", "--hugepage_files_path")
+    proc.add_argument("--hugepage-files-path-pattern", "--hugepage_files_path_pattern")
+    proc.add_argument("--disable-link", "--disable_link", action="store_true")
+    proc.set_defaults(func=_cmd_processor)
 
     params_p = sub.add_parser("params", help="Groth parameter files")
     psub = params_p.add_subparsers(dest="params_command", required=True)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import sys
@@ -63,7 +64,7 @@ def _client(args, need_token: bool):
         from damocles_py.preflight import admin_token_path
 
         config = load_config(path)
-        host = host or config.worker.rpc_server.address
+        host = host or config.worker.admin_server.address  # our gRPC admin API ([worker.admin_server])
         if need_token:  # an empty or short token file is an error, never a credential
             token = read_token(admin_token_path(config))
     elif need_token or not host:
@@ -125,6 +126,41 @@ def _cmd_sealing_init(args) -> int:
     return 0
 
 
+def _cmd_file_init(args) -> int:
+    """As damocles: `mkdir -p` each persist store. Ours: `--name` also writes its sectorstore.json
+    (the manager's format), which names the store for both workers and lets `scan_persist_stores` find it."""
+    from pathlib import Path
+
+    from damocles_py.store.durable import make_dirs, write_durably
+    from damocles_py.store.layout import SECTORSTORE_JSON, SectorStoreJsonError, read_sectorstore_json, sectorstore_json
+
+    if args.name is None and args.read_only:
+        raise UserError("store file-init: --read-only is written to sectorstore.json, which needs --name. "
+                        "Fix: add --name <the store's name in the manager>")
+    for loc in args.loc:
+        path = Path(loc).expanduser().absolute()
+        make_dirs(path)
+        if args.name is not None:
+            try:
+                existing = read_sectorstore_json(path)
+            except SectorStoreJsonError as e:
+                raise UserError(f"{e}. Fix: remove or repair it, then run this again") from None
+            if existing is not None and existing.name not in (None, args.name):
+                raise UserError(f"{path / SECTORSTORE_JSON} already names this store {existing.name!r}. "
+                                f"Fix: use --name {existing.name}, or edit the file if the manager knows it as "
+                                f"{args.name!r}")
+            write_durably(path / SECTORSTORE_JSON, sectorstore_json(args.name, readonly=args.read_only))
+        print(f"persist store ready: {path}" + (f" (name {args.name})" if args.name else ""))
+    return 0
+
+
+def _not_supported(what: str, why: str):
+    def run(args) -> int:
+        raise UserError(f"{what} is not supported yet by damocles-py: {why}")
+
+    return run
+
+
 def _cmd_sector_debug(args) -> int:
     from damocles_py.manager.interface import SectorId
 
@@ -159,9 +195,14 @@ def _cmd_sector_debug(args) -> int:
 
 
 def add_commands(sub) -> None:
-    def with_client_args(p):
-        p.add_argument("-c", "--config", help="the worker's sealing.toml (env DAMOCLES_WORKER_CONFIG)")
-        p.add_argument("-H", "--host", help="admin API address host:port (env DAMOCLES_WORKER_HOST)")
+    def with_client_args(p, after_subcommand: bool = False):
+        # damocles spells them before the subcommand (`worker -c F list`); after it (`worker list -c F`)
+        # is ours, kept: there SUPPRESS leaves a value given before the subcommand in place.
+        default = argparse.SUPPRESS if after_subcommand else None
+        p.add_argument("-c", "--config", default=default,
+                       help="the worker's sealing.toml (env DAMOCLES_WORKER_CONFIG)")
+        p.add_argument("-H", "--host", default=default, help="the gRPC admin API address host:port, [worker.admin_server] "
+                                            "(env DAMOCLES_WORKER_HOST)")
         return p
 
     d = sub.add_parser("daemon", help="run the sealing threads")
@@ -174,24 +215,47 @@ def add_commands(sub) -> None:
     d.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     d.set_defaults(func=_cmd_daemon)
 
-    w = sub.add_parser("worker", help="steer a running daemon's sealing threads")
+    w = with_client_args(sub.add_parser("worker", help="steer a running daemon's sealing threads"))
     wsub = w.add_subparsers(dest="worker_command", required=True)
-    lst = with_client_args(wsub.add_parser("list", help="show every sealing thread"))
+    lst = with_client_args(wsub.add_parser("list", help="show every sealing thread"), after_subcommand=True)
     lst.add_argument("--json", action="store_true")
     lst.set_defaults(func=_cmd_list)
-    pause = with_client_args(wsub.add_parser("pause", help="pause a thread before its next stage"))
+    pause = with_client_args(wsub.add_parser("pause", help="pause a thread before its next stage"),
+                             after_subcommand=True)
     pause.add_argument("-i", "--index", type=non_negative_int, required=True)
     pause.set_defaults(func=_cmd_pause)
-    resume = with_client_args(wsub.add_parser("resume", help="resume a paused thread"))
+    resume = with_client_args(wsub.add_parser("resume", help="resume a paused thread"), after_subcommand=True)
     resume.add_argument("-i", "--index", type=non_negative_int, required=True)
     resume.add_argument("-s", "--state", help="rewind to this state, or Aborted to abandon the sector")
     resume.set_defaults(func=_cmd_resume)
+    for name in ("enable-dump", "disable-dump"):
+        dump = wsub.add_parser(name, aliases=[name.replace("-", "_")],
+                               help="damocles' external-processor error dumps: not supported yet")
+        dump.add_argument("--child-pid", "--child_pid")
+        if name == "enable-dump":
+            dump.add_argument("--dump-dir", "--dump_dir")
+        dump.set_defaults(func=_not_supported(f"worker {name}", "it dumps the responses of external processor "
+                                              "children, and every stage runs inside the daemon here (issue 9)"))
 
     st = sub.add_parser("store", help="prepare storage")
     stsub = st.add_subparsers(dest="store_command", required=True)
     init = stsub.add_parser("sealing-init", help="prepare sealing thread locations")
     init.add_argument("-l", "--loc", nargs="+", required=True)
     init.set_defaults(func=_cmd_sealing_init)
+    file_init = stsub.add_parser("file-init", help="prepare persist stores ([[attached]])")
+    file_init.add_argument("-l", "--loc", nargs="+", required=True)
+    file_init.add_argument("--name", help="(ours) also write sectorstore.json naming the store, as the manager knows it")
+    file_init.add_argument("--read-only", action="store_true", help="(ours, with --name) mark it read-only there")
+    file_init.set_defaults(func=_cmd_file_init)
+    huge = stsub.add_parser("hugepage-file-init", help="damocles' PC1 hugepage files: not supported yet")
+    huge.add_argument("-n", "--node", "--numa_node_index")
+    huge.add_argument("-s", "--size")
+    huge.add_argument("-c", "--num", "--number_of_files")
+    huge.add_argument("--path")
+    huge.add_argument("--path-pattern", "--path_pattern")
+    huge.set_defaults(func=_not_supported("store hugepage-file-init", "PC1 runs in the daemon with the "
+                                          "filecoin-proofs allocator; hugepage memory pools need an external PC1 "
+                                          "processor (issue 9)"))
 
     sec = sub.add_parser("sector", help="inspect sectors")
     secsub = sec.add_subparsers(dest="sector_command", required=True)

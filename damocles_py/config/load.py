@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import glob
 import json
 import math
+import ipaddress
 import os
 import re
 import socket
@@ -26,6 +28,7 @@ else:  # pragma: no cover - exercised on Python 3.10 only
     import tomli as tomllib
 
 from damocles_py.config.schema import (
+    AdminServerConfig,
     AttachedStoreConfig,
     Config,
     EmbeddedManagerConfig,
@@ -44,9 +47,16 @@ from damocles_py.proofs.types import SectorSize
 
 __all__ = ["STAGE_NAMES", "ConfigError", "load_config", "parse_bytes", "parse_config", "parse_duration"]
 
-# The stages `[processors.limitation.concurrent]` may limit.
-STAGE_NAMES = ("add_pieces", "tree_d", "pc1", "pc2", "c1", "c2", "snap_encode", "snap_prove", "unseal")
+# The stages `[processors.limitation.concurrent]` may limit (damocles' names; `transfer` limits
+# our persist copies, where damocles applies it to unseal uploads only).
+STAGE_NAMES = ("add_pieces", "tree_d", "pc1", "pc2", "c1", "c2", "snap_encode", "snap_prove", "transfer")
+# damocles stages this worker does not run yet: a limit on them would limit nothing.
+STAGES_NOT_YET = ("synth_proof", "unseal", "window_post")
+# `[[processors.<stage>]]`: damocles' external processors (sub-processes), issue 9.
+EXTERNAL_PROCESSORS = ("add_pieces", "tree_d", "pc1", "pc2", "c2", "snap_encode", "snap_prove", "transfer",
+                       "unseal", "window_post", "sealing_daemons")
 
+HOT_CONFIG = "config.toml"  # damocles' per-thread hot config, `<location>/config.toml`
 _MINIMAL_THREAD = '`[[sealing_thread]]` followed by the line `location = "./store/t0"`'
 
 
@@ -224,10 +234,54 @@ def _sector_size(value: Any, key: str) -> SectorSize:
 def _plan(value: Any, key: str) -> Plan:
     if isinstance(value, str) and value in Plan.__members__:
         return Plan[value]
+    if value in ("unseal", "wdpost"):
+        raise _invalid(key, f"the {value} plan is not supported yet by damocles-py",
+                       f"use one of {', '.join(Plan.__members__)}, or keep this thread on damocles-worker")
     names = ", ".join(Plan.__members__)
     close = difflib.get_close_matches(str(value).lower(), Plan.__members__, n=1)
     hint = f"did you mean `{close[0]}`? The plans are {names}" if close else f"use one of {names}"
     raise _invalid(key, f"unknown plan {_given(value)}", hint)
+
+
+def _manager_addr(value: Any, key: str) -> str:
+    """damocles' forms (multiaddr, http(s) URL: the Venus JSON-RPC client) or `host:port` (our gRPC)."""
+    from damocles_py.config.schema import is_venus_addr
+    from damocles_py.manager.venus.addr import AddressError, parse_manager_addr
+
+    if isinstance(value, str) and is_venus_addr(value.strip()):
+        try:
+            parse_manager_addr(value)
+        except AddressError as e:
+            problem, _, fix = str(e).partition("; ")
+            raise _invalid(key, problem.removeprefix("rpc_client.addr "), fix) from None
+        return value.strip()
+    try:
+        return _host_port("127.0.0.1:1789")(value, key)
+    except ConfigError as e:
+        e.fix += ' for our manager (gRPC), or a damocles-manager address like `addr = "/ip4/127.0.0.1/tcp/1789"`'
+        raise
+
+
+def _headers(value: Any, key: str) -> dict[str, str]:
+    """`rpc_client.headers = { Name = "value" }`: extra HTTP headers of every Venus call."""
+    table = _table(value, key)
+    for name, text in table.items():
+        if not re.fullmatch(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+", name):
+            raise _invalid(_join(key, name), "not a valid HTTP header name", "use letters, digits and dashes")
+        if not isinstance(text, str) or any(c in text for c in "\r\n\0"):
+            raise _invalid(_join(key, name), f"expected a one-line string, got {_given(text)}",
+                           f'write it like `{name} = "value"`')
+    return dict(table)
+
+
+def _sectorstore(location: Path, key: str):
+    from damocles_py.store.layout import SectorStoreJsonError, read_sectorstore_json
+
+    try:
+        return read_sectorstore_json(location)
+    except SectorStoreJsonError as e:
+        raise _invalid(key, str(e), "fix the file as `damocles-manager util storage gen-sectorstore-json` "
+                       "writes it (ID and Name strings, ReadOnly a boolean), or remove it") from None
 
 
 def _list_of(parse_item: Parser) -> Parser:
@@ -377,6 +431,34 @@ def _unsupported(value: Any, key: str) -> Any:
                    f"remove `{_leaf(key)}` from the file")
 
 
+def _not_yet(what: str, fix: str) -> Parser:
+    """A damocles-worker feature this worker does not have yet: refused in one line naming the key."""
+
+    def parse(value: Any, key: str) -> Any:
+        raise _invalid(key, f"{what.format(leaf=_leaf(key))} is not supported yet by damocles-py", fix)
+
+    return parse
+
+
+def _removed(problem: str, fix: str) -> Parser:
+    def parse(value: Any, key: str) -> Any:
+        raise _invalid(key, problem, fix)
+
+    return parse
+
+
+def _empty_only(what: str, fix: str) -> Parser:
+    """A damocles table of a feature we lack: accepted empty (as the example configs have it)."""
+
+    def parse(value: Any, key: str) -> dict:
+        table = _table(value, key)
+        for name in table:
+            _not_yet(what, fix)(table[name], _join(key, name))
+        return table
+
+    return parse
+
+
 def _off_only(value: Any, key: str) -> None:
     """A feature not implemented yet: `false` says what happens anyway; `true` is refused."""
     if _bool(value, key):
@@ -407,9 +489,34 @@ def _sealing_fields(value: Any, key: str) -> dict[str, Any]:
 
 
 _RPC_SERVER: dict[str, Parser] = {"host": _string, "port": _int(1, 65535, 17890)}
+_ADMIN_SERVER: dict[str, Parser] = {"host": _string, "port": _int(1, 65535, 17891)}
+
+
+def _ip(value: Any, key: str) -> str:
+    try:
+        return str(ipaddress.ip_address(value if isinstance(value, str) else ""))
+    except ValueError:
+        raise _invalid(key, f"expected an IP address, got {_given(value)}",
+                       f'write it like {_example(key, "10.0.0.5")}') from None
 _METRICS: dict[str, Parser] = {"enable": _bool, "http_listen": _host_port("127.0.0.1:9000")}
-_LIMITATION: dict[str, Parser] = {"concurrent": _fields_of(dict.fromkeys(STAGE_NAMES, _int(1, example=1)))}
+_STAGE_LIMITS: dict[str, Parser] = {
+    **dict.fromkeys(STAGE_NAMES, _int(1, example=1)),
+    **dict.fromkeys(STAGES_NOT_YET, _not_yet("a limit on the `{leaf}` stage", "remove the line: no plan here runs that stage")),
+}
+_EXTERNAL = _not_yet("[[processors.{leaf}]], an external processor (a sub-process for the stage)",
+                     "remove the section: every stage runs inside the worker process here; limit stages with "
+                     "[processors.limitation.concurrent]")
+_LIMITATION: dict[str, Parser] = {
+    "concurrent": _fields_of(_STAGE_LIMITS),
+    "staggered": _empty_only("a staggered stage start", "remove the line"),
+}
 _SECTIONS = ("worker", "sector_manager", "sealing", "sealing_thread", "attached", "metrics", "processors")
+# Sections damocles-worker 0.13 no longer reads (its example files still carry them).
+_RETIRED: dict[str, Parser] = {
+    "attached_selection": _empty_only("[attached_selection] (damocles-worker 0.13 ignores it too)", "remove the line"),
+    "remote_store": _removed("[remote_store] was removed from damocles-worker (0.13 ignores it, leaving no "
+                             "persist store)", "write it as an `[[attached]]` block with the same `name` and `location`"),
+}
 
 
 class _Loader:
@@ -435,15 +542,21 @@ class _Loader:
         return self.resolve(path)
 
     def config(self, data: dict[str, Any], path: Path) -> Config:
-        _check_keys(data, "", _SECTIONS)
+        _check_keys(data, "", _SECTIONS + tuple(_RETIRED))
+        for name, parse in _RETIRED.items():
+            if name in data:
+                parse(data[name], name)
         sealing = SealingConfig(**_sealing_fields(data.get("sealing", {}), "sealing"))
+        worker = self.worker(data.get("worker", {}), "worker")
+        attached = self.attached(data.get("attached", []), "attached")
+        attached += self.scanned_stores(worker.scan_persist_stores, attached)
         return Config(
             path=path,
-            worker=self.worker(data.get("worker", {}), "worker"),
+            worker=worker,
             sector_manager=self.sector_manager(data.get("sector_manager", {}), "sector_manager"),
             sealing=sealing,
             sealing_threads=self.threads(data.get("sealing_thread", []), "sealing_thread", sealing),
-            attached=self.attached(data.get("attached", []), "attached"),
+            attached=attached,
             metrics=_dataclass_of(MetricsConfig, _METRICS)(data.get("metrics", {}), "metrics"),
             processors=self.processors(data.get("processors", {}), "processors"),
         )
@@ -454,17 +567,27 @@ class _Loader:
             "state_dir": self.path,
             "ping_interval": parse_duration,
             "local_pieces_dirs": _list_of(self.path),
+            "local_pieces_dir": self.path,  # damocles' legacy single form
+            "scan_persist_stores": _list_of(_string),
+            "ScanPersistStores": _list_of(_string),  # damocles' alias
             "rpc_server": _dataclass_of(RpcServerConfig, _RPC_SERVER),
+            "admin_server": _dataclass_of(AdminServerConfig, _ADMIN_SERVER),
+            "venus_admin_trust": _list_of(_ip),
             "sector_log_max_bytes": parse_bytes,
             "sector_log_retention": parse_duration,
         })
         values.setdefault("name", socket.gethostname())
         values.setdefault("state_dir", self.resolve(WorkerConfig.state_dir))
+        if "local_pieces_dir" in values:
+            values["local_pieces_dirs"] = (values.pop("local_pieces_dir"), *values.get("local_pieces_dirs", ()))
+        patterns = values.pop("ScanPersistStores", ()) + values.get("scan_persist_stores", ())
+        values["scan_persist_stores"] = tuple(str(self.resolve(Path(p).expanduser())) for p in patterns)
         return WorkerConfig(**values)
 
     def sector_manager(self, value: Any, key: str) -> SectorManagerConfig:
         values = _fields(value, key, {
-            "rpc_client": _fields_of({"addr": _host_port("127.0.0.1:1789"), "token_file": self.path}),
+            "rpc_client": _fields_of({"addr": _manager_addr, "headers": _headers, "token_file": self.path}),
+            "piece_token": _string,
             "rpc_timeout": parse_duration,
             "embedded": self.embedded,
         })
@@ -472,6 +595,7 @@ class _Loader:
         values.setdefault("embedded", self.embedded({}, _join(key, "embedded")))
         rpc_client = values.pop("rpc_client", {})
         addr, values["token_file"] = rpc_client.get("addr"), rpc_client.get("token_file")
+        values["headers"] = rpc_client.get("headers", {})
         return SectorManagerConfig(addr=addr, **values)
 
     def embedded(self, value: Any, key: str) -> EmbeddedManagerConfig:
@@ -500,9 +624,15 @@ class _Loader:
 
     def thread(self, value: Any, key: str, index: int, sealing: SealingConfig) -> SealingThreadConfig:
         values = _fields(value, key, {"location": self.path, "plan": _plan, "sealing": _sealing_fields})
+        location = _required(values, "location", key, '"./store/t0"')
+        if (location / HOT_CONFIG).exists():  # damocles re-reads it per sector; ignoring it would mislead
+            raise _invalid(_join(key, "location"), f"{location / HOT_CONFIG} is a damocles per-thread hot config, "
+                           "not supported yet by damocles-py",
+                           "move its `plan` and `[sealing]` keys into this [[sealing_thread]] "
+                           "(`plan = ...`, `sealing.<key> = ...`) and delete the file")
         return SealingThreadConfig(
             index=index,
-            location=_required(values, "location", key, '"./store/t0"'),
+            location=location,
             plan=values.get("plan", Plan.sealer),
             sealing=dataclasses.replace(sealing, **values.get("sealing", {})),  # per-thread overrides win
         )
@@ -516,16 +646,45 @@ class _Loader:
     def store(self, value: Any, key: str) -> AttachedStoreConfig:
         values = _fields(value, key, {"name": _string, "location": self.path, "readonly": _bool, "create": _bool})
         location = _required(values, "location", key, '"./persist/a"')
-        values.setdefault("name", str(location))
+        # As damocles: the name and read-only flag of the config, else of the store's sectorstore.json,
+        # else the canonical path and read-write.
+        found = _sectorstore(location, _join(key, "location"))
+        values.setdefault("name", found and found.name or os.path.realpath(location))
+        values.setdefault("readonly", bool(found and found.readonly))
         return AttachedStoreConfig(**values)
+
+    def scanned_stores(self, patterns: tuple[str, ...], attached: tuple[AttachedStoreConfig, ...]
+                       ) -> tuple[AttachedStoreConfig, ...]:
+        """`[worker] scan_persist_stores`: every glob match holding a sectorstore.json is a store."""
+        key = "worker.scan_persist_stores"
+        stores = []
+        for pattern in patterns:
+            for match in sorted(glob.glob(pattern)):
+                location = Path(match)
+                found = _sectorstore(location, key)
+                if found is not None:
+                    stores.append(AttachedStoreConfig(name=found.name or os.path.realpath(location),
+                                                      location=location, readonly=bool(found.readonly)))
+        names = {store.name: f"attached[{i}]" for i, store in enumerate(attached)}
+        for store in stores:
+            if store.name in names:
+                raise _invalid(key, f"store {json.dumps(store.name)} found at {store.location} is already "
+                               f"named by {names[store.name]}",
+                               "give every store a unique name (sectorstore.json `Name`, or `name` in [[attached]])")
+            names[store.name] = str(store.location)
+        return tuple(stores)
 
     def processors(self, value: Any, key: str) -> ProcessorsConfig:
         values = _fields(value, key, {
             "limitation": _fields_of(_LIMITATION),
+            "limit": _fields_of(_STAGE_LIMITS),  # damocles' legacy name of limitation.concurrent
             "static_tree_d": self.static_tree_d,
+            "ext_locks": _empty_only("an external-processor lock", "remove the line (it needs [[processors.<stage>]])"),
+            **dict.fromkeys(EXTERNAL_PROCESSORS, _EXTERNAL),
         })
+        concurrent = values.get("limitation", {}).get("concurrent")
         return ProcessorsConfig(
-            limitation_concurrent=values.get("limitation", {}).get("concurrent", {}),
+            limitation_concurrent=values.get("limit", {}) if concurrent is None else concurrent,
             static_tree_d=values.get("static_tree_d", {}),
         )
 

@@ -22,6 +22,9 @@ class Plan(enum.Enum):
 
 @dataclass(frozen=True)
 class RpcServerConfig:
+    """`[worker.rpc_server]`: damocles' `VenusWorker.*` JSON-RPC admin API (damocles binds 0.0.0.0;
+    we default to loopback)."""
+
     host: str = "127.0.0.1"
     port: int = 17890
 
@@ -31,11 +34,25 @@ class RpcServerConfig:
 
 
 @dataclass(frozen=True)
+class AdminServerConfig(RpcServerConfig):
+    """`[worker.admin_server]` (ours): the gRPC admin API our CLI uses (`worker list|pause|resume`,
+    `sector debug`)."""
+
+    port: int = 17891
+
+
+@dataclass(frozen=True)
 class WorkerConfig:
     name: str
     rpc_server: RpcServerConfig = field(default_factory=RpcServerConfig)
+    admin_server: AdminServerConfig = field(default_factory=AdminServerConfig)
+    # Caller IPs whose VenusWorker.WorkerPause/WorkerResume need no admin token (a damocles-manager
+    # Go binary sends none). Risk: anyone who can send from such an IP can pause, rewind or abort.
+    venus_admin_trust: tuple[str, ...] = ()
     ping_interval: float = 30.0
     local_pieces_dirs: tuple[Path, ...] = ()
+    # damocles' glob patterns; every match holding a sectorstore.json became an `attached` store
+    scan_persist_stores: tuple[str, ...] = ()
     # Where the admin token and the worker's own state live.
     state_dir: Path = Path(".damocles-worker")
     # Each sector's log (in its thread location's logs/) is capped at this size (the older half is
@@ -63,18 +80,34 @@ class EmbeddedManagerConfig:
         return SealProof.for_size(self.sector_size)
 
 
+def is_venus_addr(addr: str) -> bool:
+    """damocles' forms of `rpc_client.addr` (a multiaddr or an http(s) URL) select its Venus JSON-RPC;
+    a bare `host:port` is our manager's gRPC."""
+    return addr.startswith("/") or "://" in addr
+
+
 @dataclass(frozen=True)
 class SectorManagerConfig:
-    """`addr` set: a standalone damocles-manager over gRPC; unset: the embedded manager."""
+    """`addr` unset: the embedded manager. A damocles form (`/ip4/../tcp/..`, `/dns4/..`,
+    `http(s)://host:port`): a damocles-manager over Venus JSON-RPC. A bare `host:port`: our
+    manager over gRPC."""
 
     addr: str | None = None
     embedded: EmbeddedManagerConfig = field(default_factory=EmbeddedManagerConfig)
     rpc_timeout: float = 30.0
     token_file: Path | None = None  # the standalone manager's farm token ([sector_manager.rpc_client] token_file)
+    # damocles' `rpc_client.headers`: sent with every Venus call (damocles-worker parses and drops them)
+    headers: dict[str, str] = field(default_factory=dict)
+    # damocles' `piece_token`: `Authorization: Bearer` of piece downloads from the manager/market
+    piece_token: str | None = None
 
     @property
     def is_embedded(self) -> bool:
         return self.addr is None
+
+    @property
+    def is_venus(self) -> bool:
+        return self.addr is not None and is_venus_addr(self.addr)
 
 
 @dataclass(frozen=True)

@@ -6,6 +6,7 @@ Names follow damocles-worker: `s-t0<miner>-<number>`, with `sealed/`, `cache/`, 
 
 from __future__ import annotations
 
+import json
 import secrets
 import shutil
 from dataclasses import dataclass
@@ -130,3 +131,48 @@ def persist_group(pairs: list[tuple[Path, Path]], token: str, replace: bool = Fa
 
 def persisted_cache_files(cache_dir: Path) -> list[Path]:
     return sorted(p for pattern in PERSISTED_CACHE_GLOBS for p in cache_dir.glob(pattern))
+
+
+# ---------------------------------------------------------------------------------------------
+# sectorstore.json: how damocles names a persist store on disk (damocles-rpc.md §5.3)
+
+SECTORSTORE_JSON = "sectorstore.json"
+
+
+@dataclass(frozen=True)
+class SectorStoreJson:
+    """What a worker reads from `<store>/sectorstore.json` (keys `ID`, `Name`, `ReadOnly`; the
+    manager's other keys, Lotus' too, are its business)."""
+
+    name: str | None  # `Name` if non-empty, else `ID` if non-empty
+    readonly: bool | None
+
+
+class SectorStoreJsonError(ValueError):
+    """A sectorstore.json that is not what damocles writes (one line, naming the file)."""
+
+
+def read_sectorstore_json(store: Path) -> SectorStoreJson | None:
+    """`store`'s sectorstore.json, or None when it has none (a regular file is needed, as damocles)."""
+    path = store / SECTORSTORE_JSON
+    if not path.is_file():
+        return None
+    try:
+        data = json.loads(path.read_bytes())
+    except (OSError, ValueError) as e:
+        raise SectorStoreJsonError(f"{path}: cannot be read as JSON ({e})") from None
+    if not isinstance(data, dict):
+        raise SectorStoreJsonError(f"{path}: expected a JSON object, got {type(data).__name__}")
+    for key, kind in (("ID", str), ("Name", str), ("ReadOnly", bool)):
+        if data.get(key) is not None and not isinstance(data[key], kind):
+            raise SectorStoreJsonError(f"{path}: {key} must be a {'string' if kind is str else 'boolean'}, "
+                                       f"got {json.dumps(data[key])}")
+    return SectorStoreJson(name=data.get("Name") or data.get("ID") or None, readonly=data.get("ReadOnly"))
+
+
+def sectorstore_json(name: str, readonly: bool = False, weight: int = 1) -> bytes:
+    """The file `damocles-manager util storage gen-sectorstore-json` writes, tab-indented as Go's
+    MarshalIndent, with `name` as ID and Name (read the same by damocles' worker and manager)."""
+    doc = {"ID": name, "Name": name, "Path": "", "Meta": None, "Strict": True, "ReadOnly": readonly,
+           "Weight": weight, "AllowMiners": [], "DenyMiners": [], "Plugin": "", "PluginName": ""}
+    return json.dumps(doc, indent="\t").encode()

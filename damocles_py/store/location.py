@@ -1,7 +1,7 @@
 """Sealing thread locations and the locks a daemon holds on its directories.
 
-A location is usable only once `damocles-worker store sealing-init` has prepared it (it writes a
-marker file). A missing or unmarked location is an error, never created on the fly: an unmounted
+A location is usable only once `damocles-worker store sealing-init` has prepared it (it writes
+damocles' marker, an empty `.holder`, so a location prepared by either worker is accepted by both). A missing or unmarked location is an error, never created on the fly: an unmounted
 sealing disk leaves an empty mount point, and a thread sealing onto the root disk with an empty
 database would orphan the sector that the real disk holds.
 
@@ -23,7 +23,8 @@ from damocles_py.errors import UserError
 from damocles_py.store.durable import fsync_dir, make_dirs, write_durably
 from damocles_py.store.thread_db import DB_FILE  # a location used before markers existed has its database
 
-MARKER_FILE = ".damocles-sealing-location"
+MARKER_FILE = ".holder"  # damocles-worker's PLACEHOLDER_NAME
+LEGACY_MARKER_FILE = ".damocles-sealing-location"  # written by sealing-init before damocles' marker
 LOCK_FILE = ".damocles.lock"
 
 
@@ -37,8 +38,7 @@ def init_location(path: Path) -> Path:
     make_dirs(path / "data")
     make_dirs(path / "logs")
     if not (path / MARKER_FILE).exists():
-        info = {"created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "host": socket.gethostname()}
-        write_durably(path / MARKER_FILE, (json.dumps(info) + "\n").encode())
+        write_durably(path / MARKER_FILE, b"")  # empty, as damocles' (its Store::open wants a regular file)
     fsync_dir(path)
     return path
 
@@ -50,7 +50,7 @@ def location_problem(path: Path, what: str) -> str | None:
         return f"{what}: {path} does not exist. Fix: {fix}"
     if not path.is_dir():
         return f"{what}: {path} is not a directory. Fix: correct the location, or {fix}"
-    if not (path / MARKER_FILE).is_file() and not (path / DB_FILE).is_file():
+    if not any((path / name).is_file() for name in (MARKER_FILE, LEGACY_MARKER_FILE, DB_FILE)):
         return (f"{what}: {path} was not prepared by `store sealing-init` (an empty mount point of an "
                 f"unmounted disk looks like this). Fix: {fix}")
     if not os.access(path, os.W_OK | os.X_OK):
