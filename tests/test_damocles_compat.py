@@ -320,3 +320,55 @@ def test_location_prepared_by_damocles_is_accepted(tmp_path):
     legacy.mkdir()
     (legacy / ".damocles-sealing-location").write_text("{}")  # our earlier marker
     assert location_problem(legacy, "t0") is None
+
+
+# ---------------------------------------------------------------------------------------------
+# A real daemon: a persist store laid out as damocles documents it, and damocles' CLI spellings
+
+
+def test_daemon_persists_into_a_damocles_store_where_damocles_looks(tmp_path, daemon_factory):
+    """An unnamed [[attached]] store holding the manager's sectorstore.json is known by its ID; the
+    sector's files land in it under damocles' names (sealed/<sid>, cache/<sid>/...). The seed is
+    made never to come, so no C2 runs. Meanwhile the CLI is driven in damocles' spellings."""
+    store = tmp_path / "persist" / "damocles"
+    worker_cli("store", "file-init", "-l", str(store))  # damocles: mkdir -p, no marker
+    (store / "sectorstore.json").write_text(MANAGER_SECTORSTORE_JSON)
+    cfg_path = write_config(tmp_path, embedded={"pre_commit_delay_epochs": 10**6})
+    text = cfg_path.read_text()
+    default_store = '[[attached]]\nname = "persist-a"\nlocation = "./persist/a"\ncreate = true\n'
+    assert default_store in text
+    cfg_path.write_text(text.replace(default_store, '[[attached]]\nlocation = "./persist/damocles"\n'))
+
+    # `daemon` finds its config through DAMOCLES_WORKER_CONFIG, as damocles'
+    env = {**os.environ, "DAMOCLES_WORKER_CONFIG": str(cfg_path)}
+    import subprocess
+    check = subprocess.run([sys.executable, "-m", "damocles_py.cli.worker", "daemon", "--check"],
+                           capture_output=True, text=True, env=env, timeout=120)
+    assert check.returncode == 0, check.stdout + check.stderr
+
+    daemon = daemon_factory(cfg_path, max_sectors=1)
+    store_id = "0b8a2d47-4f0e-4a53-9b1e-2f6a2c0e7d11"
+    assert [s.name for s in daemon.config.attached] == [store_id]
+    location = tmp_path / "store" / "t0"
+    wait_until(lambda: thread_db_rows(location, "SELECT 1 FROM sectors WHERE state = 'PersistanceSubmitted'"),
+               STARTUP_BUDGET * 2, "the sector to be persisted")
+    sid = "s-t01000-1"
+    assert (store / "sealed" / sid).stat().st_size == 2048
+    cache = sorted(p.name for p in (store / "cache" / sid).iterdir() if not p.name.startswith("."))
+    assert cache == ["p_aux", "sc-02-data-tree-r-last.dat", "t_aux"]
+    record = json.loads(thread_db_rows(location, "SELECT data FROM sectors WHERE sector_id IS NOT NULL")[0][0])
+    assert store_id in json.dumps(record)  # the sector is recorded in the store by its damocles name
+
+    # worker options before the subcommand (damocles), and after it (ours, kept)
+    for args in (["worker", "-c", str(cfg_path), "list"], ["worker", "list", "-c", str(cfg_path)],
+                 ["worker", "--config", str(cfg_path), "list", "--json"]):
+        out = worker_cli(*args).stdout
+        assert "PersistanceSubmitted" in out, (args, out)
+    admin = daemon.config.worker.admin_server.address
+    assert "PersistanceSubmitted" in worker_cli("worker", "-H", admin, "list").stdout
+    paused = worker_cli("worker", "-c", str(cfg_path), "pause", "-i", "0")
+    assert paused.returncode == 0
+    wait_until(lambda: "paused" in worker_cli("worker", "-c", str(cfg_path), "list").stdout.lower(),
+               STARTUP_BUDGET, "the thread to pause")
+    resumed = worker_cli("worker", "--config", str(cfg_path), "resume", "--index", "0", "-s", "PersistanceSubmitted")
+    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
