@@ -2,7 +2,7 @@
 
     damocles-manager run --state-dir DIR --listen 127.0.0.1:1789 [--store NAME=PATH ...]
                          [--metrics-listen HOST:PORT] [--worker-timeout 60s] [--token-file F | --no-auth]
-                         [--check] ...
+                         [--venus-listen HOST:PORT [--venus-trust IP[,IP...]]] [--check] ...
     damocles-manager sector list|debug|abort|rebuild ... [--addr HOST:PORT] [--token-file F]
     damocles-manager deal list|import [--addr HOST:PORT] [--token-file F]
     damocles-manager worker list [--addr HOST:PORT]
@@ -10,6 +10,8 @@
 `run` serves an `EmbeddedManager` (SQLite state, simulated chain) over gRPC until SIGINT or
 SIGTERM; workers point `[sector_manager] addr` at it. Mutating calls need the farm token, created
 on first start in `<state-dir>/manager.token` (`--no-auth` turns that off, on loopback only).
+`--venus-listen` also serves damocles-manager's `Venus.*` JSON-RPC at http://HOST:PORT/rpc/v0 from the
+same state, for damocles-workers (see `manager/venus/server.py`: who may call what, `--venus-trust`).
 `run --check` validates everything a start would and prints what would run, changing nothing.
 The `sector`, `deal` and `worker` commands talk to it through `RemoteManager`. Bad arguments and
 refusals are one line on stderr (`UserError`), never a traceback.
@@ -182,12 +184,13 @@ def _serve(args) -> int:
     config = _embedded_config(args)
     stores = _stores_arg(args.store, check_writable=True)
     token_path = _token_path(args, config.state_dir)
+    venus = _venus_args(args, token_path)
     if args.check:
-        return _check_run(listen, metrics_listen, config, stores, token_path)
+        return _check_run(listen, metrics_listen, config, stores, token_path, venus)
     token = None if token_path is None else ensure_token(token_path)
     manager = _open_manager(config, stores)
     service = ManagerService(manager)
-    metrics = metrics_server = None
+    metrics = metrics_server = venus_server = None
     try:
         if metrics_listen:
             from damocles_py.metrics.manager import ManagerMetrics, start_metrics_server
@@ -197,18 +200,64 @@ def _serve(args) -> int:
             log.info("metrics on http://%s/metrics", metrics_listen)
         server, port = serve_manager(manager, listen, service=service,
                                      interceptors=[metrics.interceptor] if metrics else None, token=token)
+        if venus is not None:
+            try:
+                venus_server = _serve_venus(manager, venus, token)
+            except UserError:
+                server.stop(grace=0).wait()
+                raise
         host = listen.rpartition(":")[0]
         log.info("sector manager for miner %d (%s sectors) on %s:%d; state in %s; stores: %s; %s", config.miner,
                  config.sector_size, host, port, config.state_dir, ", ".join(s.name for s in stores) or "none",
                  f"farm token in {token_path}" if token_path else "NO AUTH (loopback only)")
         _wait_for_signal()
         log.info("stopping: finishing calls in flight")
+        if venus_server is not None:
+            venus_server.stop()
         server.stop(grace=5).wait()
     finally:
         if metrics_server is not None:
             metrics_server.shutdown()
         manager.close()
     return 0
+
+
+def _venus_args(args, token_path: Path | None):
+    """(host, port, trust networks) of --venus-listen/--venus-trust, None without --venus-listen."""
+    from damocles_py.manager.server import is_loopback
+    from damocles_py.manager.venus.server import DEFAULT_VENUS_PORT, parse_trust
+
+    if args.venus_listen is None:
+        if args.venus_trust:
+            raise UserError("--venus-trust without --venus-listen: nothing would use it. Fix: add --venus-listen "
+                            f"HOST:{DEFAULT_VENUS_PORT}, or drop --venus-trust")
+        return None
+    listen = _listen_arg(args.venus_listen, "--venus-listen", f"127.0.0.1:{DEFAULT_VENUS_PORT}")
+    try:
+        trust = parse_trust(args.venus_trust)
+    except ValueError as e:
+        raise UserError(f"--venus-trust: {e}") from None
+    host, _, port = listen.rpartition(":")
+    if token_path is None and not trust and not is_loopback(host):
+        raise UserError(f"--venus-listen {listen}: refusing to serve the Venus API beyond loopback with neither a "
+                        f"farm token nor --venus-trust: anyone who can reach it could finish or abort any sector. "
+                        f"Fix: drop --no-auth (callers then need the token), list the damocles-workers' addresses "
+                        f"in --venus-trust, or listen on 127.0.0.1")
+    return host.strip("[]"), int(port), trust
+
+
+def _serve_venus(manager, venus, token: str | None):
+    from damocles_py.manager.venus.server import RPC_PATH, serve_venus
+
+    host, port, trust = venus
+    try:
+        server = serve_venus(manager, host, port, token=token, trust=trust)
+    except OSError as e:
+        raise UserError(f"cannot listen on {host}:{port} for the Venus API ({e.strerror}). Fix: pass another "
+                        f"--venus-listen address, or stop the process using it") from None
+    trusted = f" or a caller in {', '.join(map(str, trust))}" if trust else ""
+    auth = f"mutating calls need the farm token{trusted}" if token is not None or trust else "NO AUTH (loopback only)"
+    return server
 
 
 def _can_bind(address: str) -> str | None:
@@ -230,7 +279,8 @@ def _can_bind(address: str) -> str | None:
     return None
 
 
-def _check_run(listen: str, metrics_listen: str | None, config, stores, token_path: Path | None) -> int:
+def _check_run(listen: str, metrics_listen: str | None, config, stores, token_path: Path | None,
+               venus=None) -> int:
     """`run --check`: everything a start would validate, probed without changing anything."""
     import sqlite3
 
@@ -247,7 +297,8 @@ def _check_run(listen: str, metrics_listen: str | None, config, stores, token_pa
     if not config.state_dir.exists() and not _creatable(config.state_dir):
         problems.append(f"--state-dir: {config.state_dir} does not exist and cannot be created here. "
                         f"Fix: create it (mkdir -p {config.state_dir}) or check the permissions of its parent")
-    for flag, address in (("--listen", listen), ("--metrics-listen", metrics_listen)):
+    venus_listen = None if venus is None else f"{venus[0]}:{venus[1]}"
+    for flag, address in (("--listen", listen), ("--metrics-listen", metrics_listen), ("--venus-listen", venus_listen)):
         if address is not None:
             problem = _can_bind(address)
             print(f"listen:    {address} ({flag}): {problem or 'free'}")
@@ -266,6 +317,10 @@ def _check_run(listen: str, metrics_listen: str | None, config, stores, token_pa
             if not _creatable(token_path.parent):
                 problems.append(f"--token-file: cannot create {token_path}. Fix: check the permissions of "
                                 f"{token_path.parent}")
+    if venus is not None:
+        trust = ", ".join(map(str, venus[2]))
+        print(f"venus:     http://{venus_listen}/rpc/v0; mutating calls from "
+              + (f"{trust} or " if trust else "") + ("callers with the farm token" if token_path else "anyone"))
     if config.pieces_dir is None:
         print("pieces:    none (no --pieces-dir: CC sectors only)")
     elif not config.pieces_dir.is_dir():
@@ -642,6 +697,12 @@ def _add_run(sub) -> None:
                                           "(default: <state-dir>/manager.token, created on first start)")
     run.add_argument("--no-auth", action="store_true",
                      help="serve without a farm token (refused unless --listen is a loopback address)")
+    run.add_argument("--venus-listen", metavar="HOST:PORT",
+                     help="also serve damocles-manager's Venus JSON-RPC API at http://HOST:PORT/rpc/v0, for "
+                          "damocles-workers (damocles' port is 1789; default: off)")
+    run.add_argument("--venus-trust", action="append", default=[], metavar="IP[,IP...]",
+                     help="addresses (or networks) whose Venus calls need no farm token: damocles-workers send "
+                          "none. RISK: anyone at these addresses can allocate, finish and abort sectors")
     run.add_argument("--check", action="store_true",
                      help="validate everything a start would and print what would run; change nothing; exit 0 or 1")
     run.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])

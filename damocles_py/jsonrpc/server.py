@@ -34,10 +34,14 @@ import http.server
 import ipaddress
 import json
 import logging
+import os
+import shutil
 import socket
+import urllib.parse
 import threading
 from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 
 log = logging.getLogger(__name__)
 
@@ -110,6 +114,8 @@ class Call:
 
 
 Handler = Callable[[Call, list], object]  # returns a JSON-ready value (None -> null)
+# GET <prefix><name>: the file to send, None for 404; raises RPCError to refuse (403)
+FileHook = Callable[[Call, str], "Path | None"]
 AuthHook = Callable[[Call], None]  # raises RPCError to refuse
 
 
@@ -133,7 +139,8 @@ class JSONRPCServer:
     def __init__(self, host: str, port: int, methods: Mapping[str, Handler], *,
                  paths: Collection[str] | None = None, auth: AuthHook | None = None,
                  max_body: int = DEFAULT_MAX_BODY, read_timeout: float = DEFAULT_READ_TIMEOUT,
-                 require_json_content_type: bool = False, name: str = "jsonrpc"):
+                 require_json_content_type: bool = False, name: str = "jsonrpc",
+                 files: tuple[str, FileHook] | None = None):
         self.host, self.port = host, port
         self.methods = dict(methods)
         self.paths = None if paths is None else frozenset(paths)
@@ -142,6 +149,7 @@ class JSONRPCServer:
         self.read_timeout = read_timeout
         self.require_json_content_type = require_json_content_type
         self.name = name
+        self.files = files
         self._httpd: _HTTPServer | None = None
         self._thread: threading.Thread | None = None
 
@@ -346,6 +354,40 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         status, answer = owner.dispatch(body, normalize_ip(self.client_address[0]), path, self.headers)
         self._send(status, answer)
 
+    def do_GET(self):
+        files = self.server.owner.files
+        path = urllib.parse.unquote(self.path.split("?", 1)[0])
+        if files is None or not path.startswith(files[0]) or "/" in path[len(files[0]):]:
+            return self._not_allowed()
+        self.busy = True
+        try:
+            self._get_file(files[1], path, path[len(files[0]):])
+        finally:
+            self.busy = False
+
+    def _get_file(self, hook: FileHook, path: str, name: str) -> None:
+        call = Call(method=f"GET {path}", peer_ip=normalize_ip(self.client_address[0]),
+                    authorization=self.headers.get("Authorization"), path=path, headers=self.headers)
+        try:
+            target = hook(call, name)
+        except RPCError as e:
+            return self._refuse(403, e.message)
+        try:
+            f = open(target, "rb") if target is not None else None
+        except OSError as e:
+            log.warning("%s: cannot read %s for %s: %s", self.server.owner.name, target, path, e)
+            f = None
+        if f is None:
+            return self._refuse(404, f"{name}: not found")
+        with f:
+            size = os.fstat(f.fileno()).st_size
+            self.send_response(200)
+            self.send_header("Content-Type", "application/octet-stream")
+            self.send_header("Content-Length", str(size))
+            self.end_headers()
+            shutil.copyfileobj(f, self.wfile, 1 << 20)
+            self.wfile.flush()
+
     def do_OPTIONS(self):
         self._send(200, b"", "text/plain")
 
@@ -357,4 +399,4 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         self.send_header("Connection", "close")
         self.end_headers()
 
-    do_GET = do_PUT = do_DELETE = do_PATCH = do_HEAD = _not_allowed
+    do_PUT = do_DELETE = do_PATCH = do_HEAD = _not_allowed

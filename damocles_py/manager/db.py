@@ -12,6 +12,7 @@ records below, never as dicts or tuples.
 from __future__ import annotations
 
 import enum
+import json
 import sqlite3
 import threading
 from collections.abc import Iterator, Sequence
@@ -29,13 +30,15 @@ from damocles_py.manager.interface import (
     Ticket,
     WorkerPing,
     WorkerRef,
+    WorkerSummary,
 )
 from damocles_py.proofs import PieceInfo, SealProof
 
 DB_FILE_NAME = "manager.sqlite3"
 
-# Version 1 had no meta row for it; 2 added rebuild_abort_reason and deal quarantine.
-SCHEMA_VERSION = 2
+# Version 1 had no meta row for it; 2 added rebuild_abort_reason and deal quarantine; 3 the workers'
+# admin address (dest), version and thread summary from their pings.
+SCHEMA_VERSION = 3
 _SCHEMA_VERSION_KEY = "schema_version"
 
 # Columns added since version 1, added in place to an older file when it is opened.
@@ -43,6 +46,7 @@ _ADDED_COLUMNS = {
     "sectors": [("rebuild_abort_reason", "TEXT")],
     "deals": [("quarantine", "TEXT"), ("quarantine_miner", "INTEGER"), ("quarantine_number", "INTEGER"),
               ("quarantine_size", "INTEGER"), ("quarantine_mtime_ns", "INTEGER")],
+    "workers": [("dest", "TEXT"), ("version", "TEXT"), ("summary", "TEXT")],
 }
 
 
@@ -150,7 +154,10 @@ CREATE INDEX IF NOT EXISTS history_by_sector ON history (miner, number);
 CREATE TABLE IF NOT EXISTS workers (
     instance  TEXT PRIMARY KEY,
     last_seen REAL NOT NULL,
-    last_ping REAL              -- NULL: it called, but never pinged
+    last_ping REAL,             -- NULL: it called, but never pinged
+    dest      TEXT,             -- its admin API (host:port) from its last ping
+    version   TEXT,
+    summary   TEXT              -- JSON thread counts from its last ping (WorkerSummary)
 );
 
 -- The threads a worker described in its last ping (each ping replaces its rows).
@@ -282,10 +289,24 @@ class WorkerRecord:
     last_seen: float
     last_ping: float | None
     threads: tuple[ThreadSummary, ...]  # from its last ping
+    dest: str = ""
+    version: str = ""
+    summary: WorkerSummary | None = None
 
 
 # ---------------------------------------------------------------------------------------------
 # row conversions
+
+
+def _worker_from_row(row: sqlite3.Row, threads: Sequence[ThreadSummary]) -> WorkerRecord:
+    summary = None
+    if row["summary"]:
+        try:
+            summary = WorkerSummary(**json.loads(row["summary"]))
+        except (ValueError, TypeError):  # written by us; a damaged value only loses the counts
+            summary = None
+    return WorkerRecord(row["instance"], row["last_seen"], row["last_ping"], tuple(threads),
+                        row["dest"] or "", row["version"] or "", summary)
 
 
 def _optional(value, convert):
@@ -691,7 +712,9 @@ class Tx:
 
     def record_ping(self, ping: WorkerPing, time: float) -> None:
         self.touch_worker(ping.instance, time)
-        self._conn.execute("UPDATE workers SET last_ping = ? WHERE instance = ?", (time, ping.instance))
+        summary = ping.summary or WorkerSummary.of(ping.threads)
+        self._conn.execute("UPDATE workers SET last_ping = ?, dest = ?, version = ?, summary = ? WHERE instance = ?",
+                           (time, ping.dest, ping.version, json.dumps(summary.__dict__), ping.instance))
         self._conn.execute("DELETE FROM worker_threads WHERE instance = ?", (ping.instance,))
         for t in ping.threads:
             sector = (None, None) if t.sector is None else _key(t.sector)
@@ -707,16 +730,14 @@ class Tx:
         for row in self._all("SELECT * FROM worker_threads ORDER BY instance, idx"):
             threads.setdefault(row["instance"], []).append(_thread_from_row(row))
         rows = self._all("SELECT * FROM workers ORDER BY instance")
-        return [WorkerRecord(r["instance"], r["last_seen"], r["last_ping"], tuple(threads.get(r["instance"], ())))
-                for r in rows]
+        return [_worker_from_row(r, threads.get(r["instance"], ())) for r in rows]
 
     def worker(self, instance: str) -> WorkerRecord | None:
         row = self._one("SELECT * FROM workers WHERE instance = ?", (instance,))
         if row is None:
             return None
         threads = self._all("SELECT * FROM worker_threads WHERE instance = ? ORDER BY idx", (instance,))
-        return WorkerRecord(row["instance"], row["last_seen"], row["last_ping"],
-                            tuple(_thread_from_row(t) for t in threads))
+        return _worker_from_row(row, [_thread_from_row(t) for t in threads])
 
     def sectors_in_progress_by_holder(self) -> dict[str, list[SectorId]]:
         """The sectors being worked on, by the worker instance holding them."""

@@ -15,6 +15,7 @@ verification runs inside that transaction too: it takes milliseconds, and doing 
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import re
 import shutil
@@ -45,6 +46,7 @@ from damocles_py.manager.db import (
     WorkerRecord,
 )
 from damocles_py.manager.interface import (
+    MAX_NAME_CHARS,
     REASON_FINAL_DEADLINE,
     REASON_SEED_EXPIRED,
     REASON_TICKET_EXPIRED,
@@ -343,7 +345,8 @@ class EmbeddedManager:
             return WorkerStatus(instance, None, True, tuple(sectors))
         silent_for = now - record.last_seen
         return WorkerStatus(instance, record.last_seen, silent_for > self.config.worker_timeout, tuple(sectors),
-                            silent_for, record.last_ping, record.threads)
+                            silent_for, record.last_ping, record.threads, record.dest, record.version,
+                            record.summary)
 
     def sector_debug(self, sector_id: SectorId) -> SectorDebug | None:
         """A sector's record, history, chain deadlines and holder liveness; None if unknown."""
@@ -806,8 +809,23 @@ class EmbeddedManager:
     def worker_ping(self, ping: WorkerPing) -> None:
         if not ping.instance:
             raise ManagerRequestError("a ping must name its worker instance")
+        ping = dataclasses.replace(ping, dest=bounded_text(ping.dest, MAX_NAME_CHARS),
+                                   version=bounded_text(ping.version, MAX_NAME_CHARS))
         with self._db.transaction() as tx:
             tx.record_ping(ping, self._clock())
+
+    def store_info(self, name: str) -> StoreInfo | None:
+        """The persist store registered under `name`, if any."""
+        return self._stores.get(name)
+
+    def rebind_holder(self, sector: SectorId, current: WorkerRef, new: WorkerRef) -> None:
+        """Hand a sector from `current` to `new`, atomically; NotTheHolder if `current` no longer
+        holds it. (A Venus caller names its thread only in its first state report.)"""
+        with self._db.transaction() as tx:
+            record = self._require(tx, sector)
+            if not _holds(record, current):
+                raise NotTheHolder(_not_holder(record, current))
+            tx.set_holder(sector, new)
 
     def _require_held(self, tx: Tx, sector: SectorId, worker: WorkerRef) -> SectorRecord:
         """The sector, if `worker` (its instance and thread) holds it; the caller's report otherwise

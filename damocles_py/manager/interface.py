@@ -263,11 +263,36 @@ class ThreadSummary:
 
 
 @dataclass(frozen=True)
+class WorkerSummary:
+    """Thread counts of a worker, as damocles' `WorkerInfo.Summary` (Venus pings carry only these)."""
+
+    threads: int = 0
+    empty: int = 0
+    paused: int = 0
+    running: int = 0
+    waiting: int = 0
+    errors: int = 0
+
+    @classmethod
+    def of(cls, threads: "tuple[ThreadSummary, ...]") -> "WorkerSummary":
+        return cls(threads=len(threads), empty=sum(t.sector is None for t in threads),
+                   paused=sum(t.thread_state == "paused" for t in threads),
+                   running=sum(t.thread_state == "running" for t in threads),
+                   waiting=sum(t.thread_state == "waiting" for t in threads))
+
+
+@dataclass(frozen=True)
 class WorkerPing:
-    """A worker's heartbeat, sent every `ping_interval` (see `heartbeat.HeartbeatSender`)."""
+    """A worker's heartbeat, sent every `ping_interval` (see `heartbeat.HeartbeatSender`).
+
+    `dest`: where its admin API (`VenusWorker.*`, `host:port`) answers, so the manager's
+    `util worker` finds it by name; `summary`: set by pings that carry no threads (Venus)."""
 
     instance: str
     threads: tuple[ThreadSummary, ...] = ()
+    dest: str = ""
+    version: str = ""
+    summary: WorkerSummary | None = None
 
 
 @dataclass(frozen=True)
@@ -286,6 +311,9 @@ class WorkerStatus:
     silent_for: float | None = None  # seconds since last_seen, on the manager's clock
     last_ping: float | None = None  # None: it called, but never pinged
     threads: tuple[ThreadSummary, ...] = ()  # as described in its last ping
+    dest: str = ""  # its admin API address, from its last ping ("" if none given)
+    version: str = ""
+    summary: WorkerSummary | None = None  # from its last ping
 
 
 # ---------------------------------------------------------------------------------------------

@@ -556,6 +556,17 @@ class Method:
     def decode_result(self, value):
         return decode(self.result, value, "result")
 
+    def decode_params(self, params: list) -> list:
+        """The server side: positional params as their types; WireError names the bad one."""
+        if len(params) != len(self.params):
+            # go-jsonrpc's words for it
+            raise WireError("params", f"wrong param count (method '{self.name}'): {len(params)} != {len(self.params)}")
+        return [decode(p.tp, v, f"params[{i}]", p.enc) for i, (p, v) in enumerate(zip(self.params, params))]
+
+    def encode_result(self, value):
+        """The server side: the JSON-ready result (None -> null)."""
+        return encode(value)
+
 
 def _m(name: str, params: Sequence, result) -> Method:
     return Method(f"Venus.{name}", tuple(p if isinstance(p, Param) else Param(p) for p in params), result)
@@ -585,6 +596,20 @@ ACQUIRE_UNSEAL_DEST = _m("AcquireUnsealDest", [SectorID, Param(bytes, CID_UNSEAL
 WDPOST_ALLOCATE_JOBS = _m("WdPoStAllocateJobs", [AllocatePoStSpec, Param(int, U32), str], list[AllocatedWdPoStJob])
 WDPOST_HEARTBEAT_JOBS = _m("WdPoStHeartbeatJobs", [list[str], str], None)
 WDPOST_FINISH_JOB = _m("WdPoStFinishJob", [str, WindowPoStOutput | None, str], None)
+
+
+@dataclass(frozen=True)
+class WorkerPingInfo:
+    """Go `core.WorkerPingInfo`: a worker's last ping, as `util worker list|info` reads it."""
+
+    info: WorkerInfo = wire("Info")
+    last_ping: int = wire("LastPing", I64)  # unix seconds
+
+
+# SealerCliAPI methods (reference §1.8) that `damocles-manager util worker` calls; not the worker's.
+WORKER_GET_PING_INFO = _m("WorkerGetPingInfo", [str], WorkerPingInfo | None)
+WORKER_PING_INFO_LIST = _m("WorkerPingInfoList", [], list[WorkerPingInfo])
+CLI_METHODS: dict[str, Method] = {m.name: m for m in (WORKER_GET_PING_INFO, WORKER_PING_INFO_LIST)}
 
 METHODS: dict[str, Method] = {m.name: m for m in (
     ALLOCATE_SECTOR, ACQUIRE_DEALS, ASSIGN_TICKET, SUBMIT_PRE_COMMIT, POLL_PRE_COMMIT_STATE, SUBMIT_PERSISTED_EX,
