@@ -257,6 +257,7 @@ def _serve_venus(manager, venus, token: str | None):
                         f"--venus-listen address, or stop the process using it") from None
     trusted = f" or a caller in {', '.join(map(str, trust))}" if trust else ""
     auth = f"mutating calls need the farm token{trusted}" if token is not None or trust else "NO AUTH (loopback only)"
+    log.info("Venus JSON-RPC (damocles-manager API) on %s; %s", server.url(RPC_PATH), auth)
     return server
 
 
