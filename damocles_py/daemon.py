@@ -1,4 +1,8 @@
-"""The worker daemon: sealing threads, their sector manager, the admin API and metrics.
+"""The worker daemon: sealing threads, their sector manager, the admin APIs and metrics.
+
+Two admin APIs steer the same threads through one `ThreadControl`: our gRPC `WorkerAdmin` on
+`[worker.admin_server]` (the `damocles-worker worker ...` CLI) and damocles' `VenusWorker.*`
+JSON-RPC on `[worker.rpc_server]` (`damocles-manager util worker ...`, ours or Go).
 
 `damocles-worker daemon -c sealing.toml` builds a `WorkerDaemon` and runs it until SIGINT or
 SIGTERM, which stop the threads at their next stage boundary (a second signal exits at once; the
@@ -13,12 +17,15 @@ import signal
 import threading
 import time
 
+from damocles_py.admin.control import ThreadControl
 from damocles_py.admin.token import ensure_token
+from damocles_py.admin.venus import VERSION
 from damocles_py.config.schema import Config
 from damocles_py.errors import UserError
 from damocles_py.fsm.context import StageLimits
 from damocles_py.manager.heartbeat import HeartbeatSender
 from damocles_py.manager.interface import SectorId, SectorManager, StoreInfo, ThreadSummary
+from damocles_py.manager.venus.client import VenusManager
 from damocles_py.preflight import admin_token_path, busy_problems, locked_dirs, start_problems
 from damocles_py.store.durable import make_dirs
 from damocles_py.store.location import DirLock
@@ -62,16 +69,73 @@ def lock_dirs(config: Config) -> list[DirLock]:
     return locks
 
 
+def venus_admin_dest(config: Config) -> str:
+    """The `host:port` our pings give as Dest: where a manager reaches this worker's VenusWorker API.
+
+    A wildcard bind (0.0.0.0, ::) is announced as the local IP the system routes to the manager
+    from, as damocles-worker does; a specific host as it is."""
+    server = config.worker.rpc_server
+    host = server.host
+    if host in ("0.0.0.0", "::", ""):
+        host = "127.0.0.1"
+        if not config.sector_manager.is_embedded:
+            from damocles_py.manager.venus.client import local_ip_towards
+
+            addr = config.sector_manager.addr or ""
+            try:
+                from damocles_py.manager.venus.addr import parse_manager_addr
+
+                endpoint = parse_manager_addr(addr)
+                host = local_ip_towards(endpoint.host, endpoint.port or 80)
+            except Exception:  # our gRPC form, host:port
+                manager_host, _, port = addr.rpartition(":")
+                host = local_ip_towards(manager_host.strip("[]") or "127.0.0.1", int(port) if port.isdigit() else 1789)
+    return f"[{host}]:{server.port}" if ":" in host else f"{host}:{server.port}"
+
+
 def build_manager(config: Config) -> SectorManager:
+    """The embedded manager; a damocles-manager over Venus JSON-RPC (`rpc_client.addr` a multiaddr
+    or URL); or our manager over gRPC (`host:port`)."""
     stores = [StoreInfo(s.name, str(s.location), s.readonly) for s in config.attached]
-    if config.sector_manager.is_embedded:
+    sm = config.sector_manager
+    if sm.is_embedded:
         from damocles_py.manager.embedded import EmbeddedManager
 
-        return EmbeddedManager(config.sector_manager.embedded, stores)
+        return EmbeddedManager(sm.embedded, stores)
+    if sm.is_venus:
+        return build_venus_manager(config)
     from damocles_py.manager.client import RemoteManager
 
-    return RemoteManager(config.sector_manager.addr, timeout=config.sector_manager.rpc_timeout,
-                         token_file=config.sector_manager.token_file)
+    return RemoteManager(sm.addr, timeout=sm.rpc_timeout, token_file=sm.token_file)
+
+
+def build_venus_manager(config: Config) -> VenusManager:
+    """A client of a damocles-manager: damocles' `rpc_client.headers`, plus the farm token (if
+    `rpc_client.token_file`) as `Authorization: Bearer`, and `piece_token` for piece downloads.
+    (Pings carry their Dest: `venus_admin_dest`.)"""
+    from damocles_py.manager.auth import read_token
+
+    sm = config.sector_manager
+    headers = dict(sm.headers)
+    if sm.token_file is not None:
+        headers["Authorization"] = f"Bearer {read_token(sm.token_file)}"
+    return VenusManager(sm.addr, timeout=sm.rpc_timeout, headers=headers, piece_token=sm.piece_token)
+
+
+def check_venus_stores(manager: VenusManager, config: Config) -> None:
+    """damocles-worker's start-up check: the damocles-manager knows every attached store by name
+    (closes `manager` when it fails)."""
+    from damocles_py.manager.interface import ManagerRequestError, ManagerUnavailable
+
+    try:
+        manager.require_stores(s.name for s in config.attached)
+    except ManagerRequestError as e:
+        manager.close()
+        raise UserError(f"{e} ({config.path})") from None
+    except ManagerUnavailable as e:
+        manager.close()
+        raise UserError(f"cannot start: {e}. Fix: start the damocles-manager, or correct [sector_manager] "
+                        f"rpc_client.addr in {config.path}") from None
 
 
 class WorkerDaemon:
@@ -83,6 +147,9 @@ class WorkerDaemon:
         self._started = 0
         self._admission = threading.Lock()
         refuse_unstartable(config)
+        if manager is None and config.sector_manager.is_venus:
+            manager = build_venus_manager(config)  # its start-up check runs before anything is created
+            check_venus_stores(manager, config)
         self._locks = lock_dirs(config)
         try:
             self._build(config, manager, observer)
@@ -96,6 +163,8 @@ class WorkerDaemon:
                 make_dirs(store.location)
         self.observer = observer or self._default_observer()
         self.manager = manager or build_manager(config)
+        # deals' pieces not found locally come from a damocles-manager's /piecestore/
+        piece_store = self.manager if isinstance(self.manager, VenusManager) else None
         if config.metrics.enable:
             from damocles_py.metrics.worker import InstrumentedManager
 
@@ -111,17 +180,20 @@ class WorkerDaemon:
             limits=StageLimits(config.processors.limitation_concurrent),
             observer=self.observer,
             local_pieces_dirs=config.worker.local_pieces_dirs,
+            piece_store=piece_store,
             static_tree_d=config.processors.static_tree_d,
             may_start_sector=self._may_start_sector,
             sector_log_max_bytes=config.worker.sector_log_max_bytes,
             sector_log_retention=config.worker.sector_log_retention,
         )
         self.threads = [SealingThread(t, shared) for t in config.sealing_threads]
+        self.control = ThreadControl(self.threads)  # one pause/resume for both admin APIs
         self._started = sum(1 for t in self.threads if t.db.current() is not None)  # resumed sectors count
         self._admin = None
+        self._venus_admin = None
         self._metrics_server = None
         self._heartbeat = HeartbeatSender(self.manager, config.worker.name, config.worker.ping_interval,
-                                          self._thread_summaries)
+                                          self._thread_summaries, dest=venus_admin_dest(config), version=VERSION)
         self._stopping = threading.Event()
 
     def _default_observer(self) -> WorkerObserver:
@@ -133,9 +205,13 @@ class WorkerDaemon:
 
     def start(self) -> None:
         from damocles_py.admin.server import serve_admin
+        from damocles_py.admin.venus import VenusWorkerService, serve_venus_worker
 
+        worker = self.config.worker
         try:
-            self._admin = serve_admin(self, self.config.worker.rpc_server.address, self.token)
+            self._admin = serve_admin(self, worker.admin_server.address, self.token, self.control)
+            service = VenusWorkerService(self.threads, self.control, self.token, worker.venus_admin_trust)
+            self._venus_admin = serve_venus_worker(service, worker.rpc_server.host, worker.rpc_server.port)
             if self.config.metrics.enable:
                 from damocles_py.metrics.worker import start_metrics_server
 
@@ -146,8 +222,8 @@ class WorkerDaemon:
         for t in self.threads:
             t.start()
         self._heartbeat.start()
-        log.info("worker %s: %d sealing threads, admin API on %s", self.config.worker.name,
-                 len(self.threads), self.config.worker.rpc_server.address)
+        log.info("worker %s: %d sealing threads, admin API on %s (gRPC) and %s (VenusWorker JSON-RPC)",
+                 worker.name, len(self.threads), worker.admin_server.address, worker.rpc_server.address)
 
     def _thread_summaries(self) -> list[ThreadSummary]:
         return [ThreadSummary(t.status.index, t.status.plan, t.status.state,
@@ -174,6 +250,8 @@ class WorkerDaemon:
         self._heartbeat.stop()
         if self._admin is not None:
             self._admin.stop(grace=1).wait()
+        if self._venus_admin is not None:
+            self._venus_admin.stop()
         if self._metrics_server is not None:
             self._metrics_server.shutdown()
         close = getattr(self.manager, "close", None)

@@ -149,10 +149,17 @@ def busy_problems(config: Config) -> list[str]:
         if holder:
             problems.append(f"{config.path}: {key} {directory} is in use by another damocles-worker daemon: "
                             f"{holder}. Fix: stop that daemon first (kill -TERM <pid>), or give this one its own config")
-    bind = bind_problem(config.worker.rpc_server.address, "the admin API address",
-                        "stop the process using it, or set another [worker.rpc_server] port")
-    if bind:
-        problems.append(bind)
+    w = config.worker
+    if (w.rpc_server.host, w.rpc_server.port) == (w.admin_server.host, w.admin_server.port):
+        problems.append(f"{config.path}: worker.admin_server and worker.rpc_server are both {w.rpc_server.address}. "
+                        f"Fix: give [worker.admin_server] another port (default 17891)")
+    else:
+        for server, what in ((w.admin_server, "the gRPC admin API address"),
+                             (w.rpc_server, "the VenusWorker admin API address")):
+            key = "admin_server" if server is w.admin_server else "rpc_server"
+            bind = bind_problem(server.address, what, f"stop the process using it, or set another [worker.{key}] port")
+            if bind:
+                problems.append(bind)
     if config.metrics.enable:
         bind = bind_problem(config.metrics.http_listen, "the metrics address",
                             "stop the process using it, or set another [metrics] http_listen")
@@ -192,7 +199,8 @@ def describe(config: Config) -> list[str]:
     """What a start of this config would run, for `daemon --check`."""
     w = config.worker
     lines = [f"config {config.path}",
-             f"worker {w.name}: admin API on {w.rpc_server.address}, state_dir {w.state_dir}"]
+             f"worker {w.name}: admin API on {w.admin_server.address} (gRPC) and {w.rpc_server.address} "
+             f"(VenusWorker JSON-RPC), state_dir {w.state_dir}"]
     if config.sector_manager.is_embedded:
         e = config.sector_manager.embedded
         lines.append(f"sector manager: embedded, miner {e.miner}, {e.sector_size} sectors, state_dir {e.state_dir}")

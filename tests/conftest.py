@@ -69,7 +69,8 @@ def write_config(root: Path, plans=("sealer",), sealing=None, embedded=None, man
                 "seed_expiry_epochs": CHAIN_WINDOW_EPOCHS, **(embedded or {})}
     worker_keys = "".join(f"{k} = {toml_value(v)}\n" for k, v in (worker or {}).items())
     lines = [f'[worker]\nname = "{name}"\nstate_dir = "./worker"\n{worker_keys}',
-             f'[worker.rpc_server]\nhost = "127.0.0.1"\nport = {free_port()}\n']
+             f'[worker.rpc_server]\nhost = "127.0.0.1"\nport = {free_port()}\n',
+             f'[worker.admin_server]\nhost = "127.0.0.1"\nport = {free_port()}\n']
     if manager_addr:
         lines.append(f'[sector_manager]\nrpc_timeout = "10s"\n[sector_manager.rpc_client]\naddr = "{manager_addr}"\n')
     else:

@@ -186,7 +186,7 @@ def test_admin_api_checks_the_token_by_value(tmp_path, daemon_factory):
     from damocles_py.admin import worker_admin_pb2_grpc as pb_grpc
 
     daemon = daemon_factory(write_config(tmp_path, sealing=IDLE), max_sectors=0)
-    channel = grpc.insecure_channel(daemon.config.worker.rpc_server.address)
+    channel = grpc.insecure_channel(daemon.config.worker.admin_server.address)
     stub = pb_grpc.WorkerAdminStub(channel)
     try:
         for sent in ("Bearer ", "Bearer", "", f"Bearer {daemon.token[:16]}", daemon.token, f"Bearer {daemon.token}x"):

@@ -85,7 +85,7 @@ class WorkerProcess:
         self.cfg, self.env, self.log = cfg, env, log
         config = load_config(cfg)
         self.location = config.sealing_threads[0].location
-        self.address = config.worker.rpc_server.address
+        self.address = config.worker.admin_server.address
         self.token_path = admin_token_path(config)
         self.proc: subprocess.Popen | None = None
         self.resumed_at = 0.0  # a pause counts only if it began after the last resume
@@ -359,7 +359,7 @@ def test_snapup_causes_follow_the_table(tmp_path, daemon_factory):
                            sealing={"enable_deals": False, "max_retries": 1, "recover_interval": "0.3s"},
                            thread_sealing={1: {"enable_deals": True}})
         daemon = daemon_factory(cfg, max_sectors=2)  # the CC sector and the snap-up job
-        admin = AdminClient(daemon.config.worker.rpc_server.address, daemon.token)
+        admin = AdminClient(daemon.config.worker.admin_server.address, daemon.token)
         snap = daemon.threads[1]
         resumed = {"at": 0.0}
 
@@ -405,7 +405,7 @@ def test_snapup_causes_follow_the_table(tmp_path, daemon_factory):
         _corrupt_thread_db(snap.cfg.location, lambda s: s["snap"].update(proof=_flip(s["snap"]["proof"])))
         subprocess.run(["mount", "-o", "remount,rw", str(store)], check=True)
         daemon = daemon_factory(cfg, max_sectors=2)
-        admin = AdminClient(daemon.config.worker.rpc_server.address, daemon.token)
+        admin = AdminClient(daemon.config.worker.admin_server.address, daemon.token)
         snap = daemon.threads[1]
         resume()
         assert paused_on(C.SnapProofRejected) == "Persisted"
@@ -453,7 +453,7 @@ class AbortCase:
         manager = EmbeddedManager(config.sector_manager.embedded, stores, clock=self.clock)
         self.daemon = self.factory(self.cfg, manager=manager, max_sectors=2)
         self.manager, self.thread = manager, self.daemon.threads[0]
-        self.admin = AdminClient(config.worker.rpc_server.address, self.daemon.token)
+        self.admin = AdminClient(config.worker.admin_server.address, self.daemon.token)
 
     def restart(self) -> None:
         self.daemon.stop()

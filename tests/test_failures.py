@@ -46,7 +46,7 @@ def test_manager_outage_within_budget_is_survived_longer_one_pauses(tmp_path, da
         assert failure_cause(thread) == "ManagerUnreachable"
         assert "still failing after 3 retries" in thread.status.last_failure.detail
         manager = start_manager(tmp_path, port, store)
-        assert AdminClient(daemon.config.worker.rpc_server.address, daemon.token).resume(0).accepted
+        assert AdminClient(daemon.config.worker.admin_server.address, daemon.token).resume(0).accepted
         wait_until(lambda: client.sector(SectorId(1000, 2)).finished, seal_budget(1), "sector 2 to finish")
         client.close()
     finally:

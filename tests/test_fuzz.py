@@ -222,7 +222,7 @@ def test_admin_api_survives_random_requests_and_refusals_change_nothing(tmp_path
     cfg = write_config(tmp_path, plans=("sealer", "sealer"))
     daemon = daemon_factory(cfg, max_sectors=0)  # idle threads: nothing seals while we fuzz
     token = daemon.token
-    address = daemon.config.worker.rpc_server.address
+    address = daemon.config.worker.admin_server.address
     thread_dbs = [t.db.path for t in daemon.threads]
     service = admin_pb.DESCRIPTOR.services_by_name["WorkerAdmin"]
     valid = {

@@ -103,7 +103,7 @@ def test_location_used_before_markers_existed_is_accepted(tmp_path):
     """A location with a thread database (from an earlier version) is a prepared one."""
     cfg = write_config(tmp_path)
     location = tmp_path / "store" / "t0"
-    (location / ".damocles-sealing-location").unlink()
+    (location / ".holder").unlink()  # the marker store sealing-init writes (damocles')
     assert daemon_cli(cfg, "--check").returncode != 0
     worker_cli("store", "sealing-init", "-l", str(tmp_path / "other"))  # makes a database there
     shutil.copy(tmp_path / "other" / "sealing.sqlite3", location / "sealing.sqlite3")
@@ -254,7 +254,7 @@ def test_admin_api_refuses_an_index_out_of_range(tmp_path, daemon_factory):
     """The server checks too: a client other than ours may send any index."""
     cfg = write_config(tmp_path, sealing=IDLE)
     daemon = daemon_factory(cfg, max_sectors=0)
-    client = AdminClient(daemon.config.worker.rpc_server.address, daemon.token)
+    client = AdminClient(daemon.config.worker.admin_server.address, daemon.token)
     try:
         for index in (1, 2**32 - 1):
             with pytest.raises(UserError, match=f"no sealing thread with index {index}"):

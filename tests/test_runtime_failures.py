@@ -26,7 +26,7 @@ S1 = SectorId(1000, 1)
 
 
 def admin(daemon) -> AdminClient:
-    return AdminClient(daemon.config.worker.rpc_server.address, daemon.token)
+    return AdminClient(daemon.config.worker.admin_server.address, daemon.token)
 
 
 def cause(thread) -> str | None:

@@ -99,7 +99,7 @@ def test_snapup_then_rebuild_restores_identical_files(tmp_path, daemon_factory):
 
 
 def _admin(daemon) -> AdminClient:
-    return AdminClient(daemon.config.worker.rpc_server.address, daemon.token)
+    return AdminClient(daemon.config.worker.admin_server.address, daemon.token)
 
 
 def test_resume_rewinds_aborts_and_refuses_invalid_states(tmp_path, daemon_factory):
@@ -123,7 +123,7 @@ def test_resume_rewinds_aborts_and_refuses_invalid_states(tmp_path, daemon_facto
     with pytest.raises(UserError, match="cannot be resumed at state 'ProofSubmitted'"):  # later: would skip work
         admin.resume(0, "ProofSubmitted")
     with pytest.raises(UserError, match="missing or wrong admin token"):
-        AdminClient(daemon.config.worker.rpc_server.address, "wrong").resume(0, "TreeDBuilt")
+        AdminClient(daemon.config.worker.admin_server.address, "wrong").resume(0, "TreeDBuilt")
 
     assert admin.resume(0, "TreeDBuilt").accepted
     wait_until(finished(daemon, 1), seal_budget(1), "the rewound sector to finish")

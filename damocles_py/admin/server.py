@@ -14,11 +14,11 @@ import grpc
 
 from damocles_py.admin import worker_admin_pb2 as pb
 from damocles_py.admin import worker_admin_pb2_grpc as pb_grpc
+from damocles_py.admin.control import ResumeRefused, ThreadControl, UnknownThread
 from damocles_py.admin.token import MIN_TOKEN_CHARS
 from damocles_py.errors import UserError
 from damocles_py.grpc_strict import StrictDecoding
 from damocles_py.fsm.failure import Failure
-from damocles_py.fsm.states import State
 from damocles_py.manager.interface import SectorId
 from damocles_py.store.layout import sector_log_path
 
@@ -39,11 +39,12 @@ def read_log_tail(path, max_bytes: int) -> str:
 
 
 class AdminService(pb_grpc.WorkerAdminServicer):
-    def __init__(self, daemon, token: str):
+    def __init__(self, daemon, token: str, control: ThreadControl | None = None):
         if len(token or "") < MIN_TOKEN_CHARS:  # an empty token would accept `Bearer ` with nothing after it
             raise UserError(f"the admin token has {len(token or '')} characters, at least {MIN_TOKEN_CHARS} are needed")
         self.daemon = daemon
         self.token = token
+        self.control = control or ThreadControl(daemon.threads)
 
     def _authorize(self, context) -> None:
         sent = dict(context.invocation_metadata()).get("authorization", "")
@@ -54,11 +55,10 @@ class AdminService(pb_grpc.WorkerAdminServicer):
                           "reads the token from the worker's state_dir")
 
     def _thread(self, index: int, context):
-        threads = self.daemon.threads
-        if not 0 <= index < len(threads):
-            context.abort(grpc.StatusCode.NOT_FOUND,
-                          f"no sealing thread with index {index}; this worker has indexes 0..{len(threads) - 1}")
-        return threads[index]
+        try:
+            return self.control.thread(index)
+        except UnknownThread as e:
+            context.abort(grpc.StatusCode.NOT_FOUND, str(e))
 
     def List(self, request, context):
         now = time.time()
@@ -76,21 +76,20 @@ class AdminService(pb_grpc.WorkerAdminServicer):
 
     def Pause(self, request, context):
         self._authorize(context)
-        thread = self._thread(request.index, context)
-        if thread.pause():
+        self._thread(request.index, context)
+        if self.control.pause(request.index):
             return pb.PauseResponse(accepted=True, message=f"thread {request.index} pauses before its next stage")
         return pb.PauseResponse(accepted=False, message=f"thread {request.index} is already paused or pausing")
 
     def Resume(self, request, context):
         self._authorize(context)
-        thread = self._thread(request.index, context)
-        state = None
-        if request.state:
-            state = State.__members__.get(request.state)
-            refusal = thread.resume_refusal(state, request.state)
-            if refusal is not None:
-                context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"thread {request.index} {refusal}")
-        if thread.resume(state):
+        self._thread(request.index, context)
+        try:
+            outcome = self.control.resume(request.index, request.state or None)
+        except ResumeRefused as e:
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(e))
+        state = outcome.state
+        if outcome.accepted:
             where = f"at {state.value}" if state else "at its current state"
             return pb.ResumeResponse(accepted=True, message=f"thread {request.index} resumed {where}")
         return pb.ResumeResponse(accepted=False, message=f"thread {request.index} is not paused")
@@ -132,18 +131,18 @@ class AdminService(pb_grpc.WorkerAdminServicer):
         return "\n".join(format_sector_debug(debug)) if debug else "(the manager does not know this sector)"
 
 
-def serve_admin(daemon, address: str, token: str) -> grpc.Server:
+def serve_admin(daemon, address: str, token: str, control: ThreadControl | None = None) -> grpc.Server:
     # grpc enables SO_REUSEPORT by default: a second daemon would then share the port silently
     # undecodable requests: INVALID_ARGUMENT, not gRPC's INTERNAL; no request needs more than 1 MiB
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=4), interceptors=[StrictDecoding()],
                          options=[("grpc.so_reuseport", 0), ("grpc.max_receive_message_length", 1 << 20)])
-    pb_grpc.add_WorkerAdminServicer_to_server(AdminService(daemon, token), server)
+    pb_grpc.add_WorkerAdminServicer_to_server(AdminService(daemon, token, control), server)
     try:
         bound = server.add_insecure_port(address)
     except RuntimeError:  # newer grpc raises instead of returning 0
         bound = 0
     if bound == 0:
         raise UserError(f"cannot listen on {address} for the admin API (in use?). "
-                        f"Fix: set another [worker.rpc_server] port, or stop the process using it")
+                        f"Fix: set another [worker.admin_server] port, or stop the process using it")
     server.start()
     return server

@@ -6,6 +6,7 @@
     damocles-manager sector list|debug|abort|rebuild ... [--addr HOST:PORT] [--token-file F]
     damocles-manager deal list|import [--addr HOST:PORT] [--token-file F]
     damocles-manager worker list [--addr HOST:PORT]
+    damocles-manager util worker list|info|pause|resume ...   (damocles' commands; see cli/util_worker.py)
 
 `run` serves an `EmbeddedManager` (SQLite state, simulated chain) over gRPC until SIGINT or
 SIGTERM; workers point `[sector_manager] addr` at it. Mutating calls need the farm token, created
@@ -743,6 +744,14 @@ def _add_worker(sub) -> None:
                        ).set_defaults(func=_cmd_worker_list)
 
 
+def _add_util(sub) -> None:
+    from damocles_py.cli import util_worker
+
+    util = sub.add_parser("util", help="damocles' operator utilities")
+    util_sub = util.add_subparsers(dest="util_command", required=True)
+    util_worker.add_commands(util_sub)
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="damocles-manager", description="standalone Filecoin sector manager")
     sub = p.add_subparsers(dest="command", required=True)
@@ -750,6 +759,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_sector(sub)
     _add_deal(sub)
     _add_worker(sub)
+    _add_util(sub)
     return p
 
 

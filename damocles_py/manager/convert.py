@@ -54,6 +54,7 @@ from damocles_py.manager.interface import (
     WorkerPing,
     WorkerRef,
     WorkerStatus,
+    WorkerSummary,
 )
 from damocles_py.proofs import InvalidInput, PieceInfo, SealProof
 
@@ -564,7 +565,8 @@ def thread_summary_from_pb(msg: pb.ThreadSummary, field: str = "thread") -> Thre
 
 
 def worker_ping_to_pb(value: WorkerPing) -> pb.WorkerPingRequest:
-    return pb.WorkerPingRequest(instance=value.instance, threads=[thread_summary_to_pb(t) for t in value.threads])
+    return pb.WorkerPingRequest(instance=value.instance, threads=[thread_summary_to_pb(t) for t in value.threads],
+                                dest=value.dest, version=value.version)
 
 
 def worker_ping_from_pb(msg: pb.WorkerPingRequest, field: str = "") -> WorkerPing:
@@ -575,18 +577,24 @@ def worker_ping_from_pb(msg: pb.WorkerPingRequest, field: str = "") -> WorkerPin
     for i, t in enumerate(threads):  # stored and shown: bounded like names
         for name in ("plan", "state", "thread_state"):
             name_from_pb(getattr(t, name), f"{_path(field, 'threads')}[{i}].{name}")
-    return WorkerPing(instance, threads)
+    dest = name_from_pb(msg.dest, _path(field, "dest")) if msg.dest else ""
+    version = name_from_pb(msg.version, _path(field, "version")) if msg.version else ""
+    return WorkerPing(instance, threads, dest=dest, version=version)
 
 
 def _thread_summaries_from_pb(msgs: Iterable[pb.ThreadSummary], field: str) -> tuple[ThreadSummary, ...]:
     return tuple(thread_summary_from_pb(t, f"{field}[{i}]") for i, t in enumerate(msgs))
 
 
+_SUMMARY_FIELDS = ("threads", "empty", "paused", "running", "waiting", "errors")
+
+
 def worker_status_to_pb(value: WorkerStatus) -> pb.WorkerStatus:
     return pb.WorkerStatus(
         instance=value.instance, last_seen=value.last_seen, lost=value.lost,
         sectors=[sector_id_to_pb(s) for s in value.sectors], silent_for=value.silent_for,
-        last_ping=value.last_ping, threads=[thread_summary_to_pb(t) for t in value.threads],
+        last_ping=value.last_ping, threads=[thread_summary_to_pb(t) for t in value.threads], dest=value.dest,
+        version=value.version, summary=None if value.summary is None else pb.WorkerSummary(**vars(value.summary)),
     )
 
 
@@ -599,6 +607,9 @@ def worker_status_from_pb(msg: pb.WorkerStatus, field: str = "worker") -> Worker
         silent_for=_optional_scalar(msg, "silent_for"),
         last_ping=_optional_scalar(msg, "last_ping"),
         threads=_thread_summaries_from_pb(msg.threads, _path(field, "threads")),
+        dest=msg.dest,
+        version=msg.version,
+        summary=WorkerSummary(**{f: getattr(msg.summary, f) for f in _SUMMARY_FIELDS}) if msg.HasField("summary") else None,
     )
 
 

@@ -33,16 +33,20 @@ class HeartbeatSender:
     """A daemon thread that pings `manager` as `instance` every `interval` seconds.
 
     `threads` is called at each ping for the current summary of the worker's sealing threads
-    (by default none). The first ping goes out as soon as the sender starts, so the manager
-    knows a freshly started worker at once.
+    (by default none). `dest` is where the worker serves damocles' VenusWorker admin API
+    (`host:port`), so the manager's `util worker ... <name>` can reach it; `version` is shown by
+    `util worker list`. The first ping goes out
+    as soon as the sender starts, so the manager knows a freshly started worker at once.
     """
 
     def __init__(self, manager: PingReceiver, instance: str, interval: float,
-                 threads: Callable[[], Iterable[ThreadSummary]] = tuple):
+                 threads: Callable[[], Iterable[ThreadSummary]] = tuple, dest: str = "", version: str = ""):
         if interval <= 0:
             raise ValueError(f"the ping interval must be positive, got {interval}")
         self.manager = manager
         self.instance = instance
+        self.dest = dest
+        self.version = version
         self.interval = interval
         self._threads = threads
         self._stop = threading.Event()
@@ -63,7 +67,8 @@ class HeartbeatSender:
     def ping_once(self) -> bool:
         """Send one ping now; False if it failed (logged at debug level, never raised)."""
         try:
-            self.manager.worker_ping(WorkerPing(self.instance, tuple(self._threads())))
+            self.manager.worker_ping(WorkerPing(self.instance, tuple(self._threads()), dest=self.dest,
+                                                version=self.version))
             return True
         except Exception as e:  # noqa: BLE001 - a heartbeat must never disturb the worker
             log.debug("heartbeat of %s not delivered: %s", self.instance, e)

@@ -38,6 +38,10 @@ Where our interface and Venus differ, this client decides as follows:
 - worker_ping: `Name` = instance, `Dest` = the admin address given (default: the local IP
   towards the manager, port 17890, as damocles), `Summary` counted from the threads
   (`Errors` stays 0: our ThreadSummary carries no error flag).
+- Our worker names its thread on the calls that carry a WorkerRef (allocations, state and final
+  reports) with `X-Damocles-Worker` (`worker_header`; damocles-worker sends none): our manager
+  then makes allocation idempotent and takes final reports only from the holding thread, as over
+  gRPC. A damocles-manager ignores the header.
 - report_state has its own, shorter bound (`report_timeout`): the runtime reports after every step
   and only logs a failed report, so a hung manager costs a step seconds, not `timeout`.
 - Extras for the daemon: `store_basic_info(name)` and `require_stores(names)` (start-up check), and
@@ -48,6 +52,7 @@ from __future__ import annotations
 
 import logging
 import socket
+import urllib.parse
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import TypeVar
@@ -93,6 +98,13 @@ T = TypeVar("T")
 DEFAULT_ADMIN_PORT = 17890  # damocles-worker's rpc_server.port default, used in the ping's Dest
 VERSION = f"v{__version__}-damocles-py"
 REPORT_TIMEOUT = 10.0  # default bound of a ReportState: the runtime only logs a failed report
+WORKER_HEADER = "X-Damocles-Worker"
+
+
+def worker_header(ref: WorkerRef) -> dict[str, str]:
+    """The header by which our worker names its thread on a Venus call (see the module doc)."""
+    return {WORKER_HEADER: urllib.parse.urlencode({"instance": ref.instance, "thread": ref.thread,
+                                                   "location": ref.location})}
 
 # filecoin-proofs RegisteredSealProof numbers of the interactive PoRep V1_1 proofs we seal.
 REGISTERED_SEAL_PROOF: dict[SealProof, int] = {
@@ -230,8 +242,8 @@ class VenusManager:
     # -----------------------------------------------------------------------------------------
     # plumbing
 
-    def _call(self, method: w.Method, *args, timeout: float | None = None):
-        return self.rpc.call(method, *args, timeout=timeout)
+    def _call(self, method: w.Method, *args, timeout: float | None = None, worker: WorkerRef | None = None):
+        return self.rpc.call(method, *args, timeout=timeout, headers=None if worker is None else worker_header(worker))
 
     def _map(self, method: w.Method, fn: Callable[[], T]) -> T:
         """Map a decoded answer onto our types; a value that breaks a rule of ours is malformed."""
@@ -240,12 +252,12 @@ class VenusManager:
         except _Malformed as e:
             raise VenusResponseError(method.name, e.path, e.problem, self.url) from None
 
-    def _abort_unusable(self, sid: w.SectorID, reason: str) -> None:
+    def _abort_unusable(self, sid: w.SectorID, reason: str, worker: WorkerRef) -> None:
         """Tell the manager we give back a sector it just allocated to us (best effort)."""
         log.warning("damocles-manager allocated sector %d-%d, which this worker cannot take: %s; "
                     "reporting it aborted", sid.miner, sid.number, reason)
         try:
-            self._call(w.REPORT_ABORTED, sid, reason)
+            self._call(w.REPORT_ABORTED, sid, reason, worker=worker)
         except Exception as e:  # noqa: BLE001 - best effort, as damocles' ReportAborted
             log.warning("ReportAborted of %d-%d failed: %s", sid.miner, sid.number, e)
 
@@ -256,13 +268,13 @@ class VenusManager:
     # sealing
 
     def allocate_sector(self, spec: AllocateSpec, worker: WorkerRef) -> AllocatedSector | None:
-        allocated = self._call(w.ALLOCATE_SECTOR, _allocate_spec(spec))
+        allocated = self._call(w.ALLOCATE_SECTOR, _allocate_spec(spec), worker=worker)
         if allocated is None:
             return None
         proof = self._proof_of(allocated)
         if proof is None:
             self._abort_unusable(allocated.id, f"seal proof type {allocated.proof_type} is not supported by "
-                                               f"this worker (it seals {sorted(SEAL_PROOF_OF)})")
+                                               f"this worker (it seals {sorted(SEAL_PROOF_OF)})", worker)
             return None
         return AllocatedSector(_sector_id(allocated.id), proof)
 
@@ -320,7 +332,7 @@ class VenusManager:
     def allocate_snapup_sector(self, spec: AllocateSpec, deals: AcquireDealsSpec,
                                worker: WorkerRef) -> SnapUpCandidate | None:
         method = w.ALLOCATE_SNAPUP_SECTOR
-        got = self._call(method, w.AllocateSnapUpSpec(_allocate_spec(spec), _deals_spec(deals)))
+        got = self._call(method, w.AllocateSnapUpSpec(_allocate_spec(spec), _deals_spec(deals)), worker=worker)
         if got is None:
             return None
         proof = self._proof_of(got.sector)
@@ -329,7 +341,7 @@ class VenusManager:
                     else "the snap-up allocation names no access instance" if not got.private.access_instance
                     else None)
         if unusable:
-            self._abort_unusable(got.sector.id, unusable)
+            self._abort_unusable(got.sector.id, unusable, worker)
             return None
         sector = _sector_id(got.sector.id)
         candidate_deals = self._map(method, lambda: tuple(_deal(p, f"result.Pieces[{i}]")
@@ -347,7 +359,7 @@ class VenusManager:
         `UpgradePublic`). Unknown commitments are `b""`: the rebuild handlers must then skip the
         comparison with the chain's (damocles checks the rebuilt replica with C1 only)."""
         method = w.ALLOCATE_REBUILD_SECTOR
-        info = self._call(method, _allocate_spec(spec))
+        info = self._call(method, _allocate_spec(spec), worker=worker)
         if info is None:
             return None
         proof = self._proof_of(info.sector)
@@ -383,16 +395,16 @@ class VenusManager:
             w.SectorStateChange(report.prev, report.next, report.event),
             _failure(report),
         )
-        state = self._call(w.REPORT_STATE, _sid(sector), req, timeout=self.report_timeout)
+        state = self._call(w.REPORT_STATE, _sid(sector), req, timeout=self.report_timeout, worker=report.worker)
         return SectorStateResp(finalized=state.finalized, abort_reason=state.abort_reason)
 
     def report_finalized(self, sector: SectorId, *, worker: WorkerRef) -> None:
-        self._call(w.REPORT_FINALIZED, _sid(sector))
+        self._call(w.REPORT_FINALIZED, _sid(sector), worker=worker)
 
     def report_aborted(self, sector: SectorId, reason: str, *, worker: WorkerRef,
                        cause: FailureCause | None = None) -> None:
         try:
-            self._call(w.REPORT_ABORTED, _sid(sector), reason)
+            self._call(w.REPORT_ABORTED, _sid(sector), reason, worker=worker)
         except VenusRPCError as e:  # an answer, not an outage: damocles-worker ignores it too
             log.warning("the damocles-manager refused ReportAborted of %s: %s", sector, e)
 
@@ -400,7 +412,7 @@ class VenusManager:
     # liveness and stores
 
     def worker_ping(self, ping: WorkerPing) -> None:
-        dest = self.dest or (f"{local_ip_towards(self.endpoint.host, self.endpoint.port or 80)}:"
+        dest = ping.dest or self.dest or (f"{local_ip_towards(self.endpoint.host, self.endpoint.port or 80)}:"
                              f"{DEFAULT_ADMIN_PORT}")
         self._call(w.WORKER_PING, w.WorkerInfo(ping.instance, dest, self.version, summary_of(ping)))
 

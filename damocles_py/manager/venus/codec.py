@@ -13,6 +13,8 @@ written down once. The rules are those of damocles-worker's serde types (referen
 - bytes are encoded one of four ways: COMMITMENT (array of 32 ints), RANDOMNESS (base64 std with
   padding, exactly 32 bytes), BASE64 (std with padding), CID_UNSEALED (`{"/": "baga6ea4..."}`);
 - enums (`SubmitResult`, `OnChainState`) are numbers; Go's 0 = Unknown is refused, as Rust does.
+- internally tagged enums (serde `tag = "state"`, the worker admin API's thread state) are unions
+  of dataclasses carrying `__wire_tag__ = (key, variant name)`.
 
 A value of the wrong shape raises `WireError` with the path of the field (`result.ID.Miner`).
 """
@@ -115,7 +117,9 @@ def encode(value, enc: str | None = None):
     if value is None:
         return None
     if dataclasses.is_dataclass(value):
-        return {name: encode(getattr(value, attr), fenc) for attr, name, _, fenc, _ in _fields(type(value))}
+        fields = {name: encode(getattr(value, attr), fenc) for attr, name, _, fenc, _ in _fields(type(value))}
+        tag = getattr(type(value), "__wire_tag__", None)
+        return fields if tag is None else {tag[0]: tag[1], **fields}
     if isinstance(value, enum.Enum):
         return value.value
     if isinstance(value, bool) or isinstance(value, str):
@@ -175,6 +179,8 @@ def decode(tp, value, path: str = "result", enc: str | None = None):
     if value is None:
         raise WireError(path, "is null, which is not allowed here")
     origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        return _decode_tagged(typing.get_args(tp), value, path)
     if origin is list:
         if not isinstance(value, list):
             raise WireError(path, f"expected an array, got {_describe(value)}")
@@ -225,6 +231,21 @@ def decode(tp, value, path: str = "result", enc: str | None = None):
     if tp is bytes:
         return _decode_bytes(value, path, enc)
     raise TypeError(f"no decoder for {tp!r}")
+
+
+def _decode_tagged(variants: tuple, value, path: str):
+    """An internally tagged enum (serde `#[serde(tag = "...")]`): a union of dataclasses, each with
+    `__wire_tag__ = (key, name)`; the tag key picks the variant, which decodes the other keys."""
+    tags = {getattr(v, "__wire_tag__", (None, None))[1]: v for v in variants}
+    key = getattr(variants[0], "__wire_tag__", (None,))[0]
+    if key is None or None in tags:
+        raise TypeError(f"no decoder for a union of {variants!r}")
+    if not isinstance(value, dict):
+        raise WireError(path, f"expected an object, got {_describe(value)}")
+    variant = tags.get(value.get(key))
+    if variant is None:
+        raise WireError(f"{path}.{key}", f"expected one of {', '.join(map(str, tags))}, got {_describe(value.get(key))}")
+    return decode(variant, value, path)
 
 
 # ---------------------------------------------------------------------------------------------
