@@ -150,9 +150,12 @@ def busy_problems(config: Config) -> list[str]:
             problems.append(f"{config.path}: {key} {directory} is in use by another damocles-worker daemon: "
                             f"{holder}. Fix: stop that daemon first (kill -TERM <pid>), or give this one its own config")
     w = config.worker
-    if (w.rpc_server.host, w.rpc_server.port) == (w.admin_server.host, w.admin_server.port):
-        problems.append(f"{config.path}: worker.admin_server and worker.rpc_server are both {w.rpc_server.address}. "
-                        f"Fix: give [worker.admin_server] another port (default 17891)")
+    wildcard = {"0.0.0.0", "::", ""}
+    if w.rpc_server.port == w.admin_server.port and (w.rpc_server.host == w.admin_server.host
+                                                     or {w.rpc_server.host, w.admin_server.host} & wildcard):
+        problems.append(f"{config.path}: worker.admin_server ({w.admin_server.address}) and worker.rpc_server "
+                        f"({w.rpc_server.address}) share port {w.rpc_server.port}. Fix: give [worker.admin_server] "
+                        f"another port (default 17891)")
     else:
         for server, what in ((w.admin_server, "the gRPC admin API address"),
                              (w.rpc_server, "the VenusWorker admin API address")):

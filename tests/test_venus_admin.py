@@ -249,4 +249,81 @@ def test_admin_ports_are_checked_before_start(tmp_path):
     admin_port = load_config(same).worker.admin_server.port
     same.write_text(text.replace(f"port = {admin_port}", f"port = {rpc_port}"))
     result = worker_cli("daemon", "-c", str(same), "--check", check=False)
-    assert result.returncode == 1 and "worker.admin_server and worker.rpc_server are both" in result.stdout
+    assert result.returncode == 1 and f"share port {rpc_port}" in result.stdout
+    # damocles' mock config puts rpc_server on 17891, our admin_server's default: a wildcard host clashes too
+    same.write_text(text.replace(f"port = {admin_port}", f"port = {rpc_port}")
+                    .replace('host = "127.0.0.1"', 'host = "0.0.0.0"', 1))
+    result = worker_cli("daemon", "-c", str(same), "--check", check=False)
+    assert result.returncode == 1 and f"share port {rpc_port}" in result.stdout
+
+
+def test_bad_requests_are_refused_and_change_nothing(tmp_path):
+    """Wrong params (types, ranges, counts), garbage bodies: a strict JSON-RPC error each, with the
+    token too; no thread is paused, the server keeps answering."""
+    import random
+
+    cfg = write_config(tmp_path, plans=("snapup", "snapup"))
+    daemon = WorkerDaemon(load_config(cfg))
+    daemon.start()
+    try:
+        url = f"http://{daemon.config.worker.rpc_server.address}/"
+        headers = {"Content-Type": "application/json", "Authorization": f"Bearer {daemon.token}"}
+        bad_params = [[-1], [1.5], [True], ["0"], [[0]], [{"i": 0}], [2**64], [None], [0, 1], [0, ["Aborted"]],
+                      [0, None, None], {"index": 0}, "0", 0]
+        rng = random.Random(8)
+        bodies = [json.dumps({"jsonrpc": "2.0", "id": i, "method": f"VenusWorker.{m}", "params": p})
+                  for i, p in enumerate(bad_params) for m in ("WorkerPause", "WorkerResume")]
+        bodies += [json.dumps({"jsonrpc": "2.0", "id": 1, "method": "VenusWorker.WorkerList", "params": [0]}),
+                   '{"jsonrpc":"2.0","id":1,"method":"VenusWorker.WorkerPause","params":[0]',  # cut short
+                   "[]", "null", '"x"', '{"id":{},"method":"VenusWorker.WorkerPause","params":[0]}']
+        bodies += [bytes(rng.randrange(256) for _ in range(rng.randrange(1, 64))).decode("latin-1") for _ in range(30)]
+        for body in bodies:
+            answer = requests.post(url, data=body.encode("utf-8", "surrogateescape"), headers=headers, timeout=30)
+            reply = answer.json()
+            assert set(reply) == {"jsonrpc", "error", "id"}, (body, reply)
+            assert set(reply["error"]) <= {"code", "message", "data"} and reply["error"]["code"] < 0, (body, reply)
+        assert all(t.status.thread_state != "paused" for t in daemon.threads)
+        ok = requests.post(url, data='{"jsonrpc":"2.0","id":1,"method":"VenusWorker.WorkerList","params":[]}',
+                           headers=headers, timeout=30).json()
+        assert [t["index"] for t in ok["result"]] == [0, 1]
+    finally:
+        daemon.stop(timeout=STARTUP_BUDGET)
+
+
+def test_util_worker_steers_any_venus_worker_peer(farm):
+    """`util worker info|pause|resume <address>` against a peer answering as damocles-worker 0.13 does
+    (the reference's literal WorkerInfo JSON, no token asked): rendered, and the params sent as Go sends them."""
+    from damocles_py.jsonrpc.server import JSONRPCServer
+
+    calls: list[tuple[str, list, str | None]] = []
+    rust_info = json.loads(
+        '[{"location":"/abs/path/store1","plan":"sealer","job_id":"s-t01000-1","index":0,'
+        '"thread_state":{"state":"Running","elapsed":120,"proc":"pc1"},"job_state":"TicketAssigned",'
+        '"job_stage":"PC1","last_error":null},'
+        '{"location":"-","plan":"snapup","job_id":null,"index":1,"thread_state":{"state":"Paused","elapsed":62},'
+        '"job_state":"","job_stage":null,"last_error":"permanent: no CC sector"}]')
+
+    def record(result):
+        def handler(call, params):
+            calls.append((call.method, params, call.authorization))
+            return result
+        return handler
+
+    peer = JSONRPCServer("127.0.0.1", 0, {"VenusWorker.WorkerList": record(rust_info),
+                                          "VenusWorker.WorkerPause": record(True),
+                                          "VenusWorker.WorkerResume": record(False)})
+    with peer:
+        address = f"127.0.0.1:{peer.address[1]}"
+        info = farm.util("info", address).stdout.splitlines()
+        assert info[1].split() == ["0", "/abs/path/store1", "sealer", "s-t01000-1", "TicketAssigned", "PC1",
+                                   "Running(2m0s)", "pc1", "NULL"]
+        assert info[2].split()[:6] == ["1", "-", "snapup", "NULL", "NULL", "Paused(1m2s)"]
+        assert info[2].endswith("permanent: no CC sector")
+        assert "ok = true" in farm.util("pause", address, "1").stdout
+        assert "ok = false" in farm.util("resume", address, "1", "Aborted").stdout
+        assert "ok = false" in farm.util("resume", address, "0").stdout
+    assert calls == [("VenusWorker.WorkerList", [], None), ("VenusWorker.WorkerPause", [1], None),
+                     ("VenusWorker.WorkerResume", [1, "Aborted"], None), ("VenusWorker.WorkerResume", [0, None], None)]
+    unknown = farm.util("info", "no-such-worker", check=False)
+    assert unknown.returncode == 2 and len(unknown.stderr.splitlines()) == 1
+    assert "no worker named 'no-such-worker' has pinged the manager" in unknown.stderr

@@ -18,6 +18,7 @@ go through the worker's one thread control.
 from __future__ import annotations
 
 import os
+import socket
 import time
 
 from damocles_py.cli.common import non_negative_int
@@ -91,7 +92,14 @@ def resolve_worker(args, name: str) -> str:
                 raise UserError(f"worker {name} has not told the manager its admin address (its pings carry no "
                                 f"Dest). Fix: pass the address of its [worker.rpc_server] instead, e.g. host:17890")
             return w.dest
-    return resolve_dest(name)
+    dest = resolve_dest(name)
+    host = dest.rpartition(":")[0].strip("[]")
+    try:
+        socket.getaddrinfo(host, None)
+    except OSError:
+        raise UserError(f"no worker named {name!r} has pinged the manager, and {name!r} is not an address. Fix: "
+                        f"pick a name from `damocles-manager util worker list`, or pass host:port") from None
+    return dest
 
 
 def _client(args, need_token: bool):
