@@ -34,8 +34,9 @@ class Farm:
         self.root = root
         store = root / "persist"
         store.mkdir()
-        self.manager_port = free_port()
-        self.manager = start_manager(root, self.manager_port, store, "--pre-commit-delay-epochs", "1000000")
+        self.manager_port, self.venus_port = free_port(), free_port()
+        self.manager = start_manager(root, self.manager_port, store, "--pre-commit-delay-epochs", "1000000",
+                                     "--venus-listen", f"127.0.0.1:{self.venus_port}")
         self.cfg = write_config(root, plans=("sealer", "snapup"), name=NAME, store=store,
                                 manager_addr=f"127.0.0.1:{self.manager_port}", worker={"ping_interval": "0.5s"})
         self.config = load_config(self.cfg)
@@ -327,3 +328,28 @@ def test_util_worker_steers_any_venus_worker_peer(farm):
     unknown = farm.util("info", "no-such-worker", check=False)
     assert unknown.returncode == 2 and len(unknown.stderr.splitlines()) == 1
     assert "no worker named 'no-such-worker' has pinged the manager" in unknown.stderr
+
+
+def test_a_worker_pinging_over_venus_is_found_by_name(farm, tmp_path):
+    """A worker on the manager's Venus API (multiaddr) pings Dest/Version/Summary there; `util worker`
+    finds it by that name through the manager's gRPC view and steers it."""
+    root = tmp_path / "venus-worker"
+    root.mkdir()
+    cfg = write_config(root, plans=("snapup",), name="venus-pinger", store=farm.root / "persist",
+                       manager_addr=f"/ip4/127.0.0.1/tcp/{farm.venus_port}", worker={"ping_interval": "0.5s"})
+    daemon = WorkerDaemon(load_config(cfg))
+    daemon.start()
+    try:
+        dest = daemon.config.worker.rpc_server.address
+        row = wait_until(lambda: next((line for line in farm.util("list").stdout.splitlines()
+                                       if line.startswith("venus-pinger")), None), STARTUP_BUDGET, "the Venus ping")
+        assert row.split()[1:4] == [dest, "v0.1.0-damocles-py", "1"]
+        info = farm.util("info", "venus-pinger").stdout.splitlines()
+        assert info[1].split()[:3] == ["0", str((root / "store" / "t0").resolve()), "snapup"]
+        token = ["--token-file", str(admin_token_path(daemon.config))]
+        assert "ok = true" in farm.util("pause", "venus-pinger", "0", *token).stdout
+        wait_until(lambda: daemon.threads[0].status.thread_state == "paused", STARTUP_BUDGET, "the pause")
+        assert "ok = true" in farm.util("resume", "venus-pinger", "0", *token).stdout
+        wait_until(lambda: daemon.threads[0].status.thread_state != "paused", STARTUP_BUDGET, "the resume")
+    finally:
+        daemon.stop(timeout=STARTUP_BUDGET)
