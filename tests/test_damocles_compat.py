@@ -372,3 +372,13 @@ def test_daemon_persists_into_a_damocles_store_where_damocles_looks(tmp_path, da
                STARTUP_BUDGET, "the thread to pause")
     resumed = worker_cli("worker", "--config", str(cfg_path), "resume", "--index", "0", "-s", "PersistanceSubmitted")
     assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+
+
+def test_manager_section_without_an_address_is_not_taken_for_the_embedded_manager(tmp_path):
+    """damocles requires rpc_client.addr; a config with rpc_client keys but no addr must not quietly
+    seal against our simulated chain, and an address beside [sector_manager.embedded] is ambiguous."""
+    line = refused_line(tmp_path, '[sector_manager]\nrpc_client.headers = { A = "b" }\n' + THREAD)
+    assert ": sector_manager.rpc_client.addr: missing" in line and "/ip4/127.0.0.1/tcp/1789" in line
+    line = refused_line(tmp_path, '[sector_manager]\nrpc_client.addr = "/ip4/10.0.0.2/tcp/1789"\n'
+                                  '[sector_manager.embedded]\nminer = 1000\n' + THREAD)
+    assert ": sector_manager.embedded: given together with rpc_client.addr" in line

@@ -591,9 +591,16 @@ class _Loader:
             "rpc_timeout": parse_duration,
             "embedded": self.embedded,
         })
+        rpc_client = values.pop("rpc_client", None)
+        if rpc_client is not None and "addr" not in rpc_client:  # else the embedded manager would run
+            _required(rpc_client, "addr", _join(key, "rpc_client"), '"/ip4/127.0.0.1/tcp/1789"')
+        if rpc_client and "embedded" in values:  # one of them would be ignored
+            raise _invalid(_join(key, "embedded"), "given together with rpc_client.addr",
+                           "keep rpc_client.addr to use that manager, or [sector_manager.embedded] for the "
+                           "built-in simulated one, not both")
+        rpc_client = rpc_client or {}
         # The embedded manager's defaults hold a relative state_dir, so parse them too.
         values.setdefault("embedded", self.embedded({}, _join(key, "embedded")))
-        rpc_client = values.pop("rpc_client", {})
         addr, values["token_file"] = rpc_client.get("addr"), rpc_client.get("token_file")
         values["headers"] = rpc_client.get("headers", {})
         return SectorManagerConfig(addr=addr, **values)
@@ -625,7 +632,7 @@ class _Loader:
     def thread(self, value: Any, key: str, index: int, sealing: SealingConfig) -> SealingThreadConfig:
         values = _fields(value, key, {"location": self.path, "plan": _plan, "sealing": _sealing_fields})
         location = _required(values, "location", key, '"./store/t0"')
-        if (location / HOT_CONFIG).exists():  # damocles re-reads it per sector; ignoring it would mislead
+        if os.path.lexists(location / HOT_CONFIG):  # damocles re-reads it per sector; ignoring it would mislead
             raise _invalid(_join(key, "location"), f"{location / HOT_CONFIG} is a damocles per-thread hot config, "
                            "not supported yet by damocles-py",
                            "move its `plan` and `[sealing]` keys into this [[sealing_thread]] "

@@ -7,6 +7,7 @@ Names follow damocles-worker: `s-t0<miner>-<number>`, with `sealed/`, `cache/`, 
 from __future__ import annotations
 
 import json
+import os
 import secrets
 import shutil
 from dataclasses import dataclass
@@ -155,7 +156,7 @@ class SectorStoreJsonError(ValueError):
 def read_sectorstore_json(store: Path) -> SectorStoreJson | None:
     """`store`'s sectorstore.json, or None when it has none (a regular file is needed, as damocles)."""
     path = store / SECTORSTORE_JSON
-    if not path.is_file():
+    if not os.path.isfile(path):  # False for any OSError too: a store that cannot be read is refused elsewhere
         return None
     try:
         data = json.loads(path.read_bytes())
