@@ -242,3 +242,24 @@ def test_content_type_can_be_required():
         assert r.json() == {"jsonrpc": "2.0", "result": None, "id": 1}
     finally:
         srv.stop()
+
+
+def test_files_hook_serves_refuses_and_404s(tmp_path):
+    (tmp_path / "piece-a").write_bytes(b"\x00\x01" * 3000)
+
+    def hook(call: Call, name: str):
+        if call.bearer_token() != "t":
+            raise RPCError("needs the token")
+        return tmp_path / name if name == "piece-a" else (tmp_path / "gone" if name == "gone" else None)
+
+    srv = JSONRPCServer("127.0.0.1", 0, {}, files=("/piecestore/", hook)).start()
+    try:
+        ok = requests.get(srv.url("/piecestore/piece-a"), headers={"Authorization": "Bearer t"}, timeout=10)
+        assert ok.status_code == 200 and ok.content == b"\x00\x01" * 3000
+        assert requests.get(srv.url("/piecestore/piece-a"), timeout=10).status_code == 403
+        for name in ("nothing", "gone", "x%2F..%2Fpiece-a"):  # unknown, unreadable, not a plain name
+            r = requests.get(srv.url(f"/piecestore/{name}"), headers={"Authorization": "Bearer t"}, timeout=10)
+            assert r.status_code in (404, 405), name
+        assert requests.get(srv.url("/elsewhere"), timeout=10).status_code == 405
+    finally:
+        srv.stop()

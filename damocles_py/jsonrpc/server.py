@@ -14,6 +14,9 @@ invalid request -32600) is HTTP 500 with the same body shape; an unexpected exce
 bug, go-jsonrpc's panic) is HTTP 500 code 0, logged here with its traceback. Params are positional:
 a JSON array (or null/absent for none); named params are refused with -32602.
 
+Optionally (`files=(prefix, hook)`), `GET <prefix><name>` sends the file the hook names (404 when
+it names none, 403 when it refuses): damocles-manager's `/piecestore/<piece CID>` beside `/rpc/v0`.
+
 Every call goes first through the `auth` hook with a `Call` (method, peer IP, Authorization header),
 which raises `RPCError` to refuse; the methods get the same `Call`, so a method can look at the peer.
 
