@@ -256,8 +256,9 @@ def _serve_venus(manager, venus, token: str | None):
     except OSError as e:
         raise UserError(f"cannot listen on {host}:{port} for the Venus API ({e.strerror}). Fix: pass another "
                         f"--venus-listen address, or stop the process using it") from None
-    trusted = f" or a caller in {', '.join(map(str, trust))}" if trust else ""
-    auth = f"mutating calls need the farm token{trusted}" if token is not None or trust else "NO AUTH (loopback only)"
+    allowed = (["callers with the farm token"] if token is not None else []) + \
+        ([f"callers in {', '.join(map(str, trust))}"] if trust else [])
+    auth = f"mutating calls only from {' or '.join(allowed)}" if allowed else "NO AUTH (loopback only)"
     log.info("Venus JSON-RPC (damocles-manager API) on %s; %s", server.url(RPC_PATH), auth)
     return server
 
