@@ -8,6 +8,7 @@ and how to fix it, so the CLI can print it as one line.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import difflib
 import glob
@@ -118,7 +119,45 @@ def parse_config(data: dict[str, Any], path: Path) -> Config:
     except ConfigError as e:
         if e.path is None:
             e.path = path
+        if NOT_YET in e.problem:  # a damocles file: name every such key at once, not one per attempt
+            others = _more_not_yet(data, path, e.key)
+            if others:
+                e.fix += f" (also not supported yet in this file: {', '.join(others)})"
         raise
+
+
+NOT_YET = "not supported yet"
+
+
+def _more_not_yet(data: dict[str, Any], path: Path, key: str | None) -> list[str]:
+    """The other keys a load would refuse as not supported yet, found by dropping each in turn."""
+    data, found = copy.deepcopy(data), []
+    while key is not None and _drop(data, key) and len(found) < 20:
+        try:
+            _Loader(path.parent).config(data, path)
+            break
+        except ConfigError as e:
+            if NOT_YET not in e.problem:
+                break
+            key = e.key
+            found.append(key)
+    return found
+
+
+def _drop(data: dict[str, Any], key: str) -> bool:
+    """Delete a dotted key (`processors.pc1`, `sealing_thread[0].plan`) from parsed TOML."""
+    *parents, leaf = re.split(r"\.(?![^\[]*\])", key)
+    node: Any = data
+    try:
+        for part in parents:
+            name, *index = re.split(r"\[(\d+)\]", part)[:2]
+            node = node[name]
+            if index:
+                node = node[int(index[0])]
+        del node[leaf]
+        return True
+    except (KeyError, IndexError, TypeError, ValueError):
+        return False
 
 
 def _syntax_error(path: Path, e: Exception) -> ConfigError:
@@ -435,7 +474,7 @@ def _not_yet(what: str, fix: str) -> Parser:
     """A damocles-worker feature this worker does not have yet: refused in one line naming the key."""
 
     def parse(value: Any, key: str) -> Any:
-        raise _invalid(key, f"{what.format(leaf=_leaf(key))} is not supported yet by damocles-py", fix)
+        raise _invalid(key, f"{what.format(leaf=_leaf(key))} is {NOT_YET} by damocles-py", fix)
 
     return parse
 
