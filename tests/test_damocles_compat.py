@@ -385,3 +385,19 @@ def test_manager_section_without_an_address_is_not_taken_for_the_embedded_manage
     line = refused_line(tmp_path, '[sector_manager]\nrpc_client.addr = "/ip4/10.0.0.2/tcp/1789"\n'
                                   '[sector_manager.embedded]\nminer = 1000\n' + THREAD)
     assert ": sector_manager.embedded: given together with rpc_client.addr" in line
+
+
+def test_location_with_a_damocles_sector_in_flight_is_refused(tmp_path):
+    """damocles empties data/ after each sector; files in its data/ folders mean a sector it was
+    sealing, which this worker cannot continue: `daemon --check` says so, naming the files."""
+    cfg = write_config(tmp_path)
+    data = tmp_path / "store" / "t0" / "data"
+    (data / "cache").mkdir(parents=True)
+    (data / "sealed").mkdir()
+    (data / "sealed" / "s-t01000-7").write_bytes(b"")
+    check = worker_cli("daemon", "--check", "-c", str(cfg), check=False)
+    assert check.returncode == 1
+    (line,) = [l for l in check.stdout.splitlines() if l.startswith("problem: ")]
+    assert "sealing_thread[0].location" in line and "data/sealed/s-t01000-7" in line and "-s Aborted" in line
+    (data / "sealed" / "s-t01000-7").unlink()  # what damocles' cleanup does: empty folders are fine
+    assert worker_cli("daemon", "--check", "-c", str(cfg), check=False).returncode == 0

@@ -55,7 +55,29 @@ def location_problem(path: Path, what: str) -> str | None:
                 f"unmounted disk looks like this). Fix: {fix}")
     if not os.access(path, os.W_OK | os.X_OK):
         return f"{what}: {path} is not writable by this user. Fix: check its owner and permissions"
+    left = damocles_sector_files(path)
+    if left:
+        return (f"{what}: {path} holds files of a sector damocles-worker was sealing ({', '.join(left)}); its state "
+                f"is in damocles' meta/ database, which this worker cannot continue, and sealing over it would "
+                f"orphan that sector. Fix: let damocles-worker finish it, or abort it there (`damocles-worker "
+                f"worker resume -i <thread> -s Aborted`), which empties {path / 'data'}")
     return None
+
+
+# damocles-worker's per-sector scratch folders under `<location>/data/`, emptied after each sector
+# (its Store::cleanup). Ours are `data/<sid>/` folders, so these names are damocles' alone.
+DAMOCLES_DATA_DIRS = ("unsealed", "prepared", "cache", "sealed", "update", "update-cache")
+
+
+def damocles_sector_files(location: Path) -> list[str]:
+    """`data/<dir>/<entry>` paths a damocles-worker sector left in a location (none between sectors)."""
+    found = []
+    for name in DAMOCLES_DATA_DIRS:
+        try:
+            found += sorted(f"data/{name}/{entry}" for entry in os.listdir(location / "data" / name))
+        except OSError:
+            continue
+    return found
 
 
 def holder_of(lock_path: Path) -> str:
