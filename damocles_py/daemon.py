@@ -19,7 +19,7 @@ import time
 
 from damocles_py.admin.control import ThreadControl
 from damocles_py.admin.token import ensure_token
-from damocles_py.admin.venus import VERSION
+from damocles_py.admin.venus import VERSION, holding_failure
 from damocles_py.config.schema import Config
 from damocles_py.errors import UserError
 from damocles_py.fsm.context import StageLimits
@@ -193,7 +193,8 @@ class WorkerDaemon:
         self._venus_admin = None
         self._metrics_server = None
         self._heartbeat = HeartbeatSender(self.manager, config.worker.name, config.worker.ping_interval,
-                                          self._thread_summaries, dest=venus_admin_dest(config), version=VERSION)
+                                          self._thread_summaries, dest=venus_admin_dest(config), version=VERSION,
+                                          errors=self._paused_by_failure)
         self._stopping = threading.Event()
 
     def _default_observer(self) -> WorkerObserver:
@@ -229,6 +230,10 @@ class WorkerDaemon:
         return [ThreadSummary(t.status.index, t.status.plan, t.status.state,
                               SectorId.parse(t.status.sector_id) if t.status.sector_id else None,
                               t.status.thread_state) for t in self.threads]
+
+    def _paused_by_failure(self) -> int:
+        """Threads a failure holds paused (what VenusWorker.WorkerList shows as last_error)."""
+        return sum(1 for t in self.threads if holding_failure(t) is not None)
 
     def _may_start_sector(self) -> bool:
         with self._admission:

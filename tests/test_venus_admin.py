@@ -353,3 +353,37 @@ def test_a_worker_pinging_over_venus_is_found_by_name(farm, tmp_path):
         wait_until(lambda: daemon.threads[0].status.thread_state != "paused", STARTUP_BUDGET, "the resume")
     finally:
         daemon.stop(timeout=STARTUP_BUDGET)
+
+
+def test_a_thread_paused_by_a_failure_shows_last_error_and_counts_in_the_ping(tmp_path, monkeypatch):
+    """A real critical failure (the Groth parameters missing at C2: the SNARK never starts) pauses the
+    thread: WorkerList gives its last_error, the ping's Summary counts it in Errors; Aborted ends it."""
+    empty_cache = tmp_path / "no-params"
+    empty_cache.mkdir()
+    monkeypatch.setenv("FIL_PROOFS_PARAMETER_CACHE", str(empty_cache))  # read at each proof call
+    cfg = write_config(tmp_path, plans=("sealer", "snapup"), worker={"ping_interval": "0.3s"})
+    daemon = WorkerDaemon(load_config(cfg), max_sectors=1)
+    daemon.start()
+    try:
+        url = f"http://{daemon.config.worker.rpc_server.address}/"
+        headers = {"Content-Type": "application/json", "Authorization": f"Bearer {daemon.token}"}
+
+        def call(method, params):
+            body = json.dumps({"jsonrpc": "2.0", "id": 1, "method": f"VenusWorker.{method}", "params": params})
+            return requests.post(url, data=body, headers=headers, timeout=30).json()
+
+        paused = wait_until(lambda: next((t for t in call("WorkerList", [])["result"]
+                                          if t["index"] == 0 and t["last_error"]), None),
+                            STARTUP_BUDGET, "the C2 failure to pause thread 0")
+        assert paused["thread_state"]["state"] == "Paused" and paused["job_state"] == "C1Done"
+        assert paused["job_stage"] == "C2" and paused["last_error"].startswith("critical: ParametersMissing: ")
+        wait_until(lambda: [w.summary.errors for w in daemon.manager.workers() if w.summary] == [1],
+                   STARTUP_BUDGET, "a ping counting one thread in error")
+        assert call("WorkerResume", [0, "Aborted"])["result"] is True
+        wait_until(lambda: (t := call("WorkerList", [])["result"][0])["job_state"] == "Aborted"
+                   or t["job_id"] is None, STARTUP_BUDGET, "the sector to end")
+        record = daemon.manager.sector(daemon.manager.sectors()[0].id)
+        assert record.aborted and record.commit is None  # ended without a proof
+        assert call("WorkerList", [])["result"][0]["last_error"] is None
+    finally:
+        daemon.stop(timeout=STARTUP_BUDGET)

@@ -159,11 +159,19 @@ def thread_state(status, now: float) -> ThreadState:
     return Idle()  # idle, or stopped (only while the daemon shuts down): damocles has no such state
 
 
-def thread_info(status, now: float | None = None) -> WorkerThreadInfo:
-    """One thread's `WorkerThreadInfo` from its `ThreadStatus` (what our gRPC List shows too)."""
+def holding_failure(thread):
+    """The failure that holds `thread` paused (damocles' last_error), None if it is not paused by one.
+    From its sector record: the status keeps the last failure shown even after a resume."""
+    if thread.status.thread_state != "paused":
+        return None
+    sector = thread.db.current()
+    return sector.failure if sector is not None and sector.paused else None
+
+
+def thread_info(status, now: float | None = None, failure=None) -> WorkerThreadInfo:
+    """One thread's `WorkerThreadInfo` from its `ThreadStatus` and `holding_failure`."""
     now = time.time() if now is None else now
     has_job = status.sector_id is not None
-    failure = status.last_failure if status.thread_state == "paused" else None  # what holds it paused
     return WorkerThreadInfo(
         location=os.path.realpath(status.location),
         plan=status.plan,
@@ -221,7 +229,7 @@ class VenusWorkerService:
     def worker_list(self, call: Call, params: list):
         self._params(WORKER_LIST, params, 0)
         now = time.time()
-        return encode([thread_info(t.status, now) for t in self.threads])
+        return encode([thread_info(t.status, now, holding_failure(t)) for t in self.threads])
 
     def _index(self, method: Method, index: int) -> None:
         try:

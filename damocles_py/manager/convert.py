@@ -566,7 +566,8 @@ def thread_summary_from_pb(msg: pb.ThreadSummary, field: str = "thread") -> Thre
 
 def worker_ping_to_pb(value: WorkerPing) -> pb.WorkerPingRequest:
     return pb.WorkerPingRequest(instance=value.instance, threads=[thread_summary_to_pb(t) for t in value.threads],
-                                dest=value.dest, version=value.version)
+                                dest=value.dest, version=value.version,
+                                summary=None if value.summary is None else pb.WorkerSummary(**vars(value.summary)))
 
 
 def worker_ping_from_pb(msg: pb.WorkerPingRequest, field: str = "") -> WorkerPing:
@@ -579,7 +580,8 @@ def worker_ping_from_pb(msg: pb.WorkerPingRequest, field: str = "") -> WorkerPin
             name_from_pb(getattr(t, name), f"{_path(field, 'threads')}[{i}].{name}")
     dest = name_from_pb(msg.dest, _path(field, "dest")) if msg.dest else ""
     version = name_from_pb(msg.version, _path(field, "version")) if msg.version else ""
-    return WorkerPing(instance, threads, dest=dest, version=version)
+    summary = _summary_from_pb(msg.summary) if msg.HasField("summary") else None
+    return WorkerPing(instance, threads, dest=dest, version=version, summary=summary)
 
 
 def _thread_summaries_from_pb(msgs: Iterable[pb.ThreadSummary], field: str) -> tuple[ThreadSummary, ...]:
@@ -587,6 +589,10 @@ def _thread_summaries_from_pb(msgs: Iterable[pb.ThreadSummary], field: str) -> t
 
 
 _SUMMARY_FIELDS = ("threads", "empty", "paused", "running", "waiting", "errors")
+
+
+def _summary_from_pb(msg: pb.WorkerSummary) -> WorkerSummary:
+    return WorkerSummary(**{f: getattr(msg, f) for f in _SUMMARY_FIELDS})
 
 
 def worker_status_to_pb(value: WorkerStatus) -> pb.WorkerStatus:
@@ -609,7 +615,7 @@ def worker_status_from_pb(msg: pb.WorkerStatus, field: str = "worker") -> Worker
         threads=_thread_summaries_from_pb(msg.threads, _path(field, "threads")),
         dest=msg.dest,
         version=msg.version,
-        summary=WorkerSummary(**{f: getattr(msg.summary, f) for f in _SUMMARY_FIELDS}) if msg.HasField("summary") else None,
+        summary=_summary_from_pb(msg.summary) if msg.HasField("summary") else None,
     )
 
 

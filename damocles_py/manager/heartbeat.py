@@ -13,12 +13,13 @@ the next ping simply tries again.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import threading
 from collections.abc import Callable, Iterable
 from typing import Protocol
 
-from damocles_py.manager.interface import ThreadSummary, WorkerPing
+from damocles_py.manager.interface import ThreadSummary, WorkerPing, WorkerSummary
 
 log = logging.getLogger(__name__)
 
@@ -35,18 +36,21 @@ class HeartbeatSender:
     `threads` is called at each ping for the current summary of the worker's sealing threads
     (by default none). `dest` is where the worker serves damocles' VenusWorker admin API
     (`host:port`), so the manager's `util worker ... <name>` can reach it; `version` is shown by
-    `util worker list`. The first ping goes out
-    as soon as the sender starts, so the manager knows a freshly started worker at once.
+    `util worker list`; `errors` counts the threads a failure holds paused (the ping's
+    Summary.Errors). The first ping goes out as soon as the sender starts, so the manager knows a
+    freshly started worker at once.
     """
 
     def __init__(self, manager: PingReceiver, instance: str, interval: float,
-                 threads: Callable[[], Iterable[ThreadSummary]] = tuple, dest: str = "", version: str = ""):
+                 threads: Callable[[], Iterable[ThreadSummary]] = tuple, dest: str = "", version: str = "",
+                 errors: Callable[[], int] | None = None):
         if interval <= 0:
             raise ValueError(f"the ping interval must be positive, got {interval}")
         self.manager = manager
         self.instance = instance
         self.dest = dest
         self.version = version
+        self._errors = errors
         self.interval = interval
         self._threads = threads
         self._stop = threading.Event()
@@ -67,8 +71,12 @@ class HeartbeatSender:
     def ping_once(self) -> bool:
         """Send one ping now; False if it failed (logged at debug level, never raised)."""
         try:
-            self.manager.worker_ping(WorkerPing(self.instance, tuple(self._threads()), dest=self.dest,
-                                                version=self.version))
+            threads = tuple(self._threads())
+            summary = None
+            if self._errors is not None:  # damocles' Summary.Errors: the threads a failure holds paused
+                summary = dataclasses.replace(WorkerSummary.of(threads), errors=self._errors())
+            self.manager.worker_ping(WorkerPing(self.instance, threads, dest=self.dest, version=self.version,
+                                                summary=summary))
             return True
         except Exception as e:  # noqa: BLE001 - a heartbeat must never disturb the worker
             log.debug("heartbeat of %s not delivered: %s", self.instance, e)

@@ -35,9 +35,9 @@ Where our interface and Venus differ, this client decides as follows:
   runtime turns into an abort (cause SectorAbortedByManager) without a ReportAborted, as damocles.
 - report_aborted: an error answer from the manager is logged and taken (damocles ignores it);
   an unreachable manager raises ManagerUnavailable, so the runtime retries the report.
-- worker_ping: `Name` = instance, `Dest` = the admin address given (default: the local IP
-  towards the manager, port 17890, as damocles), `Summary` counted from the threads
-  (`Errors` stays 0: our ThreadSummary carries no error flag).
+- worker_ping: `Name` = instance, `Dest` = the ping's (the daemon's `[worker.rpc_server]`), else the
+  admin address given, else the local IP towards the manager with port 17890, as damocles;
+  `Summary` = the ping's (the daemon counts `Errors`), else counted from the threads (Errors 0).
 - Our worker names its thread on the calls that carry a WorkerRef (allocations, state and final
   reports) with `X-Damocles-Worker` (`worker_header`; damocles-worker sends none): our manager
   then makes allocation idempotent and takes final reports only from the holding thread, as over
@@ -184,6 +184,8 @@ def _failure(report: StateReport) -> w.SectorFailure | None:
 
 
 def summary_of(ping: WorkerPing) -> w.WorkerInfoSummary:
+    if ping.summary is not None:  # counted by the worker (with Errors)
+        return w.WorkerInfoSummary(**vars(ping.summary))
     threads = ping.threads
     return w.WorkerInfoSummary(
         threads=len(threads),
