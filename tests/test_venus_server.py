@@ -32,7 +32,7 @@ from damocles_py.manager.client import RemoteManager
 from damocles_py.manager.interface import SectorId, WorkerRef
 from damocles_py.manager.venus import codec as w
 from damocles_py.manager.venus.cid import commitment_to_cid
-from damocles_py.manager.venus.server import worker_header
+from damocles_py.manager.venus.client import worker_header
 from damocles_py.proofs import SealProof
 
 TRUSTED = "127.0.0.2"  # a damocles-worker's address, listed in --venus-trust
@@ -344,7 +344,7 @@ def test_refusals(farm):
 
     # a worker that names its thread (X-Damocles-Worker) gets the same sector until it reports it
     named = Peer(port, UNTRUSTED, {"Authorization": f"Bearer {farm['token']}",
-                                   **dict([worker_header(WorkerRef("ours", 0, "/srv/t0"))])})
+                                   **worker_header(WorkerRef("ours", 0, "/srv/t0"))})
     first = named.call(w.ALLOCATE_SECTOR, w.AllocateSectorSpec([1000], [5]))
     assert named.call(w.ALLOCATE_SECTOR, w.AllocateSectorSpec([1000], [5])) == first
     # ... and an anonymous caller cannot report a sector a named thread holds

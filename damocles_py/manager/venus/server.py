@@ -30,7 +30,7 @@ Who is calling (issue 7 items 10 and 17). Venus requests carry no worker identit
 damocles-worker names itself only in ReportState (`Worker: {Instance, Location}`, the location is
 the thread's sealing store, unique per thread of a box). So:
 - A caller that sends `X-Damocles-Worker: instance=<name>&thread=<index>&location=<path>`
-  (url-encoded; `worker_header()` builds it; our worker can send it) is that WorkerRef, exactly as
+  (url-encoded; `client.worker_header()` builds it; our worker sends it) is that WorkerRef, exactly as
   over gRPC: allocation is idempotent (the same sector again until it is reported), and every
   final report must come from the holding thread.
 - Any other caller (damocles-worker) is anonymous: each allocation is new (not idempotent, as with
@@ -83,7 +83,8 @@ from damocles_py.manager.interface import (
 )
 from damocles_py.manager.venus import codec as w
 from damocles_py.manager.venus.cid import CidError, CommitmentKind, cid_to_commitment
-from damocles_py.manager.venus.client import REGISTERED_SEAL_PROOF, SEAL_PROOF_OF
+# the header's format lives with the client that sends it (`worker_header`)
+from damocles_py.manager.venus.client import REGISTERED_SEAL_PROOF, SEAL_PROOF_OF, WORKER_HEADER
 from damocles_py.manager.venus.errors import ERR_SECTOR_STATE_NOT_FOUND
 
 log = logging.getLogger(__name__)
@@ -91,7 +92,6 @@ log = logging.getLogger(__name__)
 RPC_PATH = "/rpc/v0"
 PIECESTORE_PATH = "/piecestore/"
 DEFAULT_VENUS_PORT = 1789  # damocles-manager's --listen default
-WORKER_HEADER = "X-Damocles-Worker"
 ANONYMOUS_PREFIX = "venus@"
 ANONYMOUS_THREAD_BASE = 1 << 31  # holder threads from here up: anonymous Venus callers
 BOUND_THREAD = (1 << 32) - 1  # an anonymous caller's thread, named by its location
@@ -99,12 +99,6 @@ MAX_REQUEST_BYTES = 1 << 20  # as the gRPC API: a proof is a few KiB, a ping les
 
 READ_ONLY = frozenset({"Venus.PollPreCommitState", "Venus.PollProofState", "Venus.StoreBasicInfo",
                        "Venus.WorkerGetPingInfo", "Venus.WorkerPingInfoList"})
-
-
-def worker_header(ref: WorkerRef) -> tuple[str, str]:
-    """The header by which a worker names its thread on Venus calls (optional; see the module doc)."""
-    return WORKER_HEADER, urllib.parse.urlencode(
-        {"instance": ref.instance, "thread": ref.thread, "location": ref.location})
 
 
 def parse_worker_header(value: str) -> WorkerRef:
