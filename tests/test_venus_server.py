@@ -119,7 +119,7 @@ def farm(tmp_path_factory):
         wait_until(venus_up, STARTUP_BUDGET, "the Venus API to serve")
         token_file = root / "manager-state" / "manager.token"
         grpc = RemoteManager(f"127.0.0.1:{grpc_port}", timeout=30, token_file=token_file)
-        yield dict(root=root, store=store, port=venus_port, rust=rust, grpc=grpc, token=token_file.read_text().strip())
+        yield dict(root=root, store=store, port=venus_port, grpc_port=grpc_port, rust=rust, grpc=grpc, token=token_file.read_text().strip())
         grpc.close()
     finally:
         proc.terminate()
@@ -362,6 +362,10 @@ def test_refusals(farm):
     state["Worker"]["Location"] = "/b"
     status, code, message = ours.error("Venus.ReportState", [sid, state])
     assert (status, code) == (200, 1) and "not the holder" in message
+    # operators see such a holder by its name and location (it has no thread index)
+    debug = _manager_cli("sector", "debug", f"1000-{allocated.id.number}", "--addr", f"127.0.0.1:{farm['grpc_port']}")
+    assert debug.returncode == 0 and "box thread (a Venus caller's, known by its location) at /a" in debug.stdout, \
+        debug.stdout + debug.stderr
 
     # unknown sector: 11001 (the worker aborts it), HTTP 200 as go-jsonrpc
     for method, params in (("Venus.AssignTicket", [{"Miner": 1000, "Number": 999}]),

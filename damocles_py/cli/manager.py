@@ -506,7 +506,9 @@ def _holder(debug) -> str:
         seen = "never heard from"
     else:
         seen = f"last seen {_when(status.last_seen)} ({status.silent_for:.0f}s ago)"
-    return f"{ref.instance} thread {ref.thread}{where}; {'LOST: ' if status.lost else ''}{seen}"
+    from damocles_py.manager.venus.server import describe_thread
+
+    return f"{ref.instance} {describe_thread(ref)}{where}; {'LOST: ' if status.lost else ''}{seen}"
 
 
 def _holder_thread(debug) -> str:

@@ -118,6 +118,15 @@ def parse_worker_header(value: str) -> WorkerRef:
     return WorkerRef(instance, thread, location)
 
 
+def describe_thread(ref: WorkerRef) -> str:
+    """A holder's thread for operators: anonymous Venus callers have no thread index."""
+    if ref.thread == BOUND_THREAD:
+        return "thread (a Venus caller's, known by its location)"
+    if ref.thread >= ANONYMOUS_THREAD_BASE:
+        return "thread (a Venus caller's, unnamed until its first state report)"
+    return f"thread {ref.thread}"
+
+
 def _check_name(value: str, what: str) -> str:
     if len(value) > MAX_NAME_CHARS or not value.isprintable():
         raise ProtocolError(f"{what}: more than {MAX_NAME_CHARS} characters or control characters", INVALID_PARAMS)
