@@ -223,6 +223,7 @@ class VenusManager:
         self.endpoint: ManagerEndpoint = parse_manager_addr(addr)
         self.addr = addr
         self.rpc = JsonRpcClient(self.endpoint.rpc_url, timeout, connect_timeout, headers)
+        self._headers = dict(headers or {})  # also sent on piece downloads from the manager
         self.report_timeout = min(timeout, REPORT_TIMEOUT) if report_timeout is None else report_timeout
         self.dest = dest
         self.version = version
@@ -441,5 +442,5 @@ class VenusManager:
         there: a retried stage does not download it again). The caller checks its commP."""
         path = directory / name
         if not path.is_file():
-            download_piece(self.endpoint, name, path, self.piece_token)
+            download_piece(self.endpoint, name, path, self.piece_token, origin_headers=self._headers)
         return path

@@ -1,9 +1,11 @@
 """Piece download from the damocles-manager's `/piecestore/`, when a deal's piece is not local.
 
-As damocles-worker's fetcher (reference §1.9): `GET {origin}/piecestore/{pieceCid}`, first without
-credentials and without following redirects; on a 3xx, one request to `Location` (joined to the
-URL) carrying `Authorization: Bearer <piece_token>` and `X-VENUS-API-NAMESPACE: v1.IMarket` when a
-token is configured (`sector_manager.piece_token`); any other non-2xx status is an error. Connect
+As damocles-worker's fetcher (reference §1.9): `GET {origin}/piecestore/{pieceCid}`, without
+following redirects; on a 3xx, one request to `Location` (joined to the URL) carrying
+`Authorization: Bearer <piece_token>` and `X-VENUS-API-NAMESPACE: v1.IMarket` when a token is
+configured (`sector_manager.piece_token`); any other non-2xx status is an error. damocles-worker
+sends no credentials on the first request; ours sends the headers of its RPC calls (the farm token,
+`rpc_client.headers`) to the manager's own origin, never to where it redirects. Connect
 timeout 5 s. Unlike damocles, a transfer that stalls for `stall_timeout` seconds fails too (a
 piece can be 32 GiB, so there is no bound on the whole transfer, only on silence).
 
@@ -34,8 +36,9 @@ def piece_url(endpoint: ManagerEndpoint, piece_cid: str) -> str:
 
 
 def download_piece(endpoint: ManagerEndpoint, piece_cid: str, dest: Path, token: str | None = None,
-                   stall_timeout: float = 60.0) -> int:
-    """Fetch the piece `piece_cid` into `dest`; returns its size in bytes."""
+                   stall_timeout: float = 60.0, origin_headers: dict[str, str] | None = None) -> int:
+    """Fetch the piece `piece_cid` into `dest`; returns its size in bytes. `origin_headers` go
+    with the request to the manager only."""
     url = piece_url(endpoint, piece_cid)
 
     def fail(why: str) -> SealingFailure:
@@ -46,7 +49,7 @@ def download_piece(endpoint: ManagerEndpoint, piece_cid: str, dest: Path, token:
     with requests.Session() as session:
         session.trust_env = False
         try:
-            resp = session.get(url, stream=True, allow_redirects=False, timeout=timeout)
+            resp = session.get(url, stream=True, allow_redirects=False, timeout=timeout, headers=origin_headers)
             if resp.is_redirect:
                 location = resp.headers.get("Location", "")
                 resp.close()

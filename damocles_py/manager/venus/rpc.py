@@ -158,26 +158,27 @@ class JsonRpcClient:
         with self._ids_lock:
             return next(self._ids)
 
-    def call(self, method: Method, *args, timeout: float | None = None):
+    def call(self, method: Method, *args, timeout: float | None = None, headers: dict[str, str] | None = None):
         """Call `method` with positional `args` (wire values) and decode its result; `timeout`
-        overrides the client's bound for this call."""
+        overrides the client's bound for this call, `headers` are added to this call's."""
         if self._closed:
             raise ManagerUnavailable(f"the client of the damocles-manager at {self.url} is closed")
         request_id = self.next_id()
         body = encode_request(method.name, method.encode_params(args), request_id)
-        raw = self.post(method.name, body, timeout)
+        raw = self.post(method.name, body, timeout, headers)
         value = parse_response(raw, method.name, request_id, self.url)
         try:
             return method.decode_result(value)
         except WireError as e:
             raise VenusResponseError(method.name, e.path, e.problem, self.url) from None
 
-    def post(self, method: str, body: bytes, timeout: float | None = None) -> bytes:
+    def post(self, method: str, body: bytes, timeout: float | None = None,
+             headers: dict[str, str] | None = None) -> bytes:
         """POST `body`, return the response body, whatever the HTTP status (as the damocles fork)."""
         timeout = self.timeout if timeout is None else timeout
         deadline = time.monotonic() + timeout
         try:
-            with self._session().post(self.url, data=body, headers=self.headers, stream=True,
+            with self._session().post(self.url, data=body, headers={**self.headers, **(headers or {})}, stream=True,
                                       allow_redirects=False,
                                       timeout=(min(self.connect_timeout, timeout), timeout)) as resp:
                 chunks, size = [], 0
