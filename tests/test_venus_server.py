@@ -104,9 +104,9 @@ def farm(tmp_path_factory):
     store = root / "persist-a"
     store.mkdir()
     (root / "manager-pieces").mkdir()
-    grpc_port, venus_port = free_port(), free_port()
+    grpc_port, venus_port, metrics_port = free_port(), free_port(), free_port()
     proc = start_manager(root, grpc_port, store, "--venus-listen", f"127.0.0.1:{venus_port}",
-                         "--venus-trust", TRUSTED, auth=True)
+                         "--venus-trust", TRUSTED, "--metrics-listen", f"127.0.0.1:{metrics_port}", auth=True)
     rust = Peer(venus_port, TRUSTED)
 
     def venus_up():
@@ -119,7 +119,7 @@ def farm(tmp_path_factory):
         wait_until(venus_up, STARTUP_BUDGET, "the Venus API to serve")
         token_file = root / "manager-state" / "manager.token"
         grpc = RemoteManager(f"127.0.0.1:{grpc_port}", timeout=30, token_file=token_file)
-        yield dict(root=root, store=store, port=venus_port, grpc_port=grpc_port, rust=rust, grpc=grpc, token=token_file.read_text().strip())
+        yield dict(root=root, store=store, port=venus_port, grpc_port=grpc_port, metrics_port=metrics_port, rust=rust, grpc=grpc, token=token_file.read_text().strip())
         grpc.close()
     finally:
         proc.terminate()
@@ -392,6 +392,20 @@ def test_refusals(farm):
                                                        "Summary": {"Threads": 0, "Empty": 0, "Paused": 0,
                                                                    "Running": 0, "Waiting": 0, "Errors": 0}}])
     assert (status, code) == (200, 1)
+    # every call to a known method is counted by outcome; names pass promtool
+    from test_metrics import promtool_check_metrics, samples, scrape
+
+    text = scrape(farm["metrics_port"])
+    found = samples(text)
+
+    def count(method, code):
+        return found.get(("damocles_manager_venus_requests_total", frozenset({"method": method, "code": code}.items())))
+    assert count("Venus.AssignTicket", "11001") >= 1 and count("Venus.AssignTicket", "-32602") >= 2
+    assert count("Venus.AllocateSector", "1") >= 2 and count("Venus.AllocateSector", "ok") >= 1
+    assert "Venus.Nope" not in text
+    if shutil.which("promtool"):  # test_metrics skips without it; here the rest must still run
+        promtool_check_metrics(text)
+
     # only /rpc/v0 speaks JSON-RPC
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
     conn.request("POST", "/rpc/v1", body=b"{}")

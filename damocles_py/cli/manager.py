@@ -203,7 +203,7 @@ def _serve(args) -> int:
                                      interceptors=[metrics.interceptor] if metrics else None, token=token)
         if venus is not None:
             try:
-                venus_server = _serve_venus(manager, venus, token)
+                venus_server = _serve_venus(manager, venus, token, metrics)
             except UserError:
                 server.stop(grace=0).wait()
                 raise
@@ -247,12 +247,13 @@ def _venus_args(args, token_path: Path | None):
     return host.strip("[]"), int(port), trust
 
 
-def _serve_venus(manager, venus, token: str | None):
+def _serve_venus(manager, venus, token: str | None, metrics=None):
     from damocles_py.manager.venus.server import RPC_PATH, serve_venus
 
     host, port, trust = venus
     try:
-        server = serve_venus(manager, host, port, token=token, trust=trust)
+        server = serve_venus(manager, host, port, token=token, trust=trust,
+                             observe=metrics.observe_venus if metrics else None)
     except OSError as e:
         raise UserError(f"cannot listen on {host}:{port} for the Venus API ({e.strerror}). Fix: pass another "
                         f"--venus-listen address, or stop the process using it") from None

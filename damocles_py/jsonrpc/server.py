@@ -42,6 +42,7 @@ import shutil
 import socket
 import urllib.parse
 import threading
+import time
 from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -143,7 +144,8 @@ class JSONRPCServer:
                  paths: Collection[str] | None = None, auth: AuthHook | None = None,
                  max_body: int = DEFAULT_MAX_BODY, read_timeout: float = DEFAULT_READ_TIMEOUT,
                  require_json_content_type: bool = False, name: str = "jsonrpc",
-                 files: tuple[str, FileHook] | None = None):
+                 files: tuple[str, FileHook] | None = None,
+                 observe: Callable[[str, str, float], None] | None = None):
         self.host, self.port = host, port
         self.methods = dict(methods)
         self.paths = None if paths is None else frozenset(paths)
@@ -153,6 +155,7 @@ class JSONRPCServer:
         self.require_json_content_type = require_json_content_type
         self.name = name
         self.files = files
+        self.observe = observe  # (method, "ok" or the error code, seconds) of each call to a known method
         self._httpd: _HTTPServer | None = None
         self._thread: threading.Thread | None = None
 
@@ -231,17 +234,24 @@ class JSONRPCServer:
             return 500, failure(invalid_params(f"{method}: params must be a positional JSON array"), request_id)
         call = Call(method=method, peer_ip=peer_ip, authorization=headers.get("Authorization"),
                     path=path, headers=headers)
+        start = time.perf_counter()
+        outcome = "ok"
         try:
             if self.auth is not None:
                 self.auth(call)
             result = handler(call, params)
             return 200, success(result, request_id)
         except RPCError as e:
+            outcome = str(e.code)
             return e.http_status, failure(e, request_id)
         except Exception as e:  # a bug in a method: go-jsonrpc's panic answer, our traceback in the log
+            outcome = str(PANIC)
             log.exception("%s: %s failed unexpectedly", self.name, method)
             return 500, failure(ProtocolError(f"internal error in {method}: {type(e).__name__}: {e}", PANIC),
                                 request_id)
+        finally:
+            if self.observe is not None:
+                self.observe(method, outcome, time.perf_counter() - start)
 
 
 def _shutdown_socket(sock) -> None:

@@ -167,12 +167,24 @@ class ManagerMetrics:
         self.request_seconds = Histogram("damocles_manager_grpc_request_duration_seconds",
                                          "Time the manager took to handle a gRPC request, by method",
                                          ["method"], buckets=RPC_BUCKETS, registry=self.registry)
+        # The Venus JSON-RPC API (--venus-listen): code is "ok" or the JSON-RPC error code (11001, 1, -32602...)
+        self.venus_requests = Counter("damocles_manager_venus_requests_total",
+                                      "Venus JSON-RPC calls the manager handled, by method and outcome",
+                                      ["method", "code"], registry=self.registry)
+        self.venus_request_seconds = Histogram("damocles_manager_venus_request_duration_seconds",
+                                               "Time the manager took to handle a Venus JSON-RPC call, by method",
+                                               ["method"], buckets=RPC_BUCKETS, registry=self.registry)
         self.registry.register(_StateCollector(manager, service))
         self.interceptor = _RequestInterceptor(self)
 
     def observe(self, method: str, code: str, seconds: float) -> None:
         self.requests.labels(method, code).inc()
         self.request_seconds.labels(method).observe(seconds)
+
+    def observe_venus(self, method: str, code: str, seconds: float) -> None:
+        """`jsonrpc.server.JSONRPCServer`'s observe hook (called for known methods only)."""
+        self.venus_requests.labels(method, code).inc()
+        self.venus_request_seconds.labels(method).observe(seconds)
 
 
 def start_metrics_server(listen: str, metrics: ManagerMetrics) -> ThreadingHTTPServer:

@@ -523,11 +523,13 @@ class VenusService:
         return None
 
 
-def serve_venus(manager, host: str, port: int, *, token: str | None, trust: Iterable = ()) -> JSONRPCServer:
-    """Start serving `manager`'s Venus API on host:port (port 0: any); OSError if it cannot bind."""
+def serve_venus(manager, host: str, port: int, *, token: str | None, trust: Iterable = (),
+                observe: Callable[[str, str, float], None] | None = None) -> JSONRPCServer:
+    """Start serving `manager`'s Venus API on host:port (port 0: any); OSError if it cannot bind.
+    `observe(method, outcome, seconds)`: e.g. `ManagerMetrics.observe_venus`."""
     service = VenusService(manager, token, trust)
     server = JSONRPCServer(host, port, service.methods(), paths={RPC_PATH}, auth=service.auth,
                            max_body=MAX_REQUEST_BYTES, name="venus",
-                           files=(PIECESTORE_PATH, service.piece_file))
+                           files=(PIECESTORE_PATH, service.piece_file), observe=observe)
     server.service = service
     return server.start()
