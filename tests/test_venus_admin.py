@@ -140,6 +140,14 @@ def test_http_rules_of_the_admin_server(farm):
     assert unknown.json()["error"]["code"] == -32601
 
 
+def test_worker_cli_pointed_at_the_venus_port_says_which_port_it_wants(farm):
+    """A damocles habit, `damocles-worker worker -H host:17890 list`: our CLI speaks gRPC to
+    [worker.admin_server]; one line says so."""
+    result = worker_cli("worker", "-H", farm.config.worker.rpc_server.address, "list", check=False)
+    assert result.returncode == 2 and len(result.stderr.splitlines()) == 1
+    assert "[worker.admin_server]" in result.stderr and "17891" in result.stderr
+
+
 def test_mutating_calls_need_the_admin_token(farm):
     farm.wait_seed_wait()
     literal = '{"jsonrpc":"2.0","id":5,"method":"VenusWorker.WorkerResume","params":[0,null]}'

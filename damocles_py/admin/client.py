@@ -27,7 +27,8 @@ class AdminClient:
             if e.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
                 raise UserError(
                     f"cannot reach the worker's admin API at {self.address}: is the daemon running? "
-                    f"(start it with: damocles-worker daemon -c sealing.toml)"
+                    f"(start it with: damocles-worker daemon -c sealing.toml; this CLI speaks gRPC to "
+                    f"[worker.admin_server], default port 17891, not to the VenusWorker port 17890)"
                 ) from None
             raise UserError(e.details()) from None
 
