@@ -4,8 +4,9 @@ manager, restarting each. Afterwards every sector the manager ever allocated mus
 with a proof it verified, or aborted with a named cause; none may be left without a thread working
 it; no sector number twice; and the worker's thread databases must agree with the manager.
 
-CI (`pytest tests`) runs the short form (8 daemon kills, 4 manager kills; a few minutes);
-`pytest -m chaos` runs the long one. The RNG seed is printed; reproduce a run's kill plan with
+CI (`pytest tests`) runs the short form: 8 daemon kills, manager kills every 5-30 s (at least 4);
+about 4 minutes on an idle 2-core box (C2 ~60 s), 13 minutes measured with the box at load 5-12.
+`pytest -m chaos` runs the long one (40 daemon kills, at least 15 manager kills). The RNG seed is printed; reproduce a run's kill plan with
 DAMOCLES_CHAOS_SEED=<seed> (timings still vary). DAMOCLES_CHAOS_KILLS=<daemon>,<manager> overrides
 the kill counts.
 
