@@ -5,7 +5,7 @@ with a proof it verified, or aborted with a named cause; none may be left withou
 it; no sector number twice; and the worker's thread databases must agree with the manager.
 
 CI (`pytest tests`) runs the short form: 8 daemon kills, manager kills every 5-30 s (at least 4);
-about 4 minutes on an idle 2-core box (C2 ~60 s), 13 minutes measured with the box at load 5-12.
+about 4-5 minutes estimated for an idle 2-core box (C2 ~60 s); 12-13 minutes measured at load 3-12.
 `pytest -m chaos` runs the long one (40 daemon kills, at least 15 manager kills). The RNG seed is printed; reproduce a run's kill plan with
 DAMOCLES_CHAOS_SEED=<seed> (timings still vary). DAMOCLES_CHAOS_KILLS=<daemon>,<manager> overrides
 the kill counts.
