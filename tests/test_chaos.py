@@ -6,8 +6,8 @@ it; no sector number twice; and the worker's thread databases must agree with th
 
 CI (`pytest tests`) runs the short form: 8 daemon kills, manager kills every 5-30 s (at least 4);
 about 4-5 minutes estimated for an idle 2-core box (C2 ~60 s); 12-13 minutes measured at load 3-12.
-`pytest -m chaos` runs the long one (40 daemon kills, at least 15 manager kills). The RNG seed is printed; reproduce a run's kill plan with
-DAMOCLES_CHAOS_SEED=<seed> (timings still vary). DAMOCLES_CHAOS_KILLS=<daemon>,<manager> overrides
+`pytest -m chaos` runs the long one (40 daemon kills, at least 15 manager kills). The RNG seed is
+printed; reproduce a run's kill plan with DAMOCLES_CHAOS_SEED=<seed> (timings still vary). DAMOCLES_CHAOS_KILLS=<daemon>,<manager> overrides
 the kill counts.
 
 Kills are aimed at stage points, not at wall-clock instants alone: most land in the cheap stages
