@@ -263,3 +263,38 @@ def test_files_hook_serves_refuses_and_404s(tmp_path):
         assert requests.get(srv.url("/elsewhere"), timeout=10).status_code == 405
     finally:
         srv.stop()
+
+
+def test_connections_beyond_the_cap_are_closed_and_the_server_goes_on():
+    srv = JSONRPCServer("127.0.0.1", 0, {"T.N": lambda c, p: None}, max_connections=2).start()
+    host, port = srv.address
+    body = b'{"jsonrpc":"2.0","method":"T.N","params":[],"id":1}'
+
+    def ask(conn):
+        conn.request("POST", "/", body=body, headers={"Content-Type": "application/json"})
+        return conn.getresponse().read()
+
+    held = [http.client.HTTPConnection(host, port, timeout=10) for _ in range(2)]
+    try:
+        for conn in held:  # two keep-alive connections, each holding a thread
+            assert ask(conn) == b'{"jsonrpc":"2.0","result":null,"id":1}'
+        extra = http.client.HTTPConnection(host, port, timeout=10)
+        with pytest.raises((http.client.RemoteDisconnected, ConnectionError)):
+            ask(extra)
+        extra.close()
+        held.pop().close()  # its thread ends when it sees the close: then there is room again
+        deadline = time.monotonic() + 30
+        while True:
+            fresh = http.client.HTTPConnection(host, port, timeout=10)
+            try:
+                assert ask(fresh) == b'{"jsonrpc":"2.0","result":null,"id":1}'
+                break
+            except (http.client.RemoteDisconnected, ConnectionError):
+                assert time.monotonic() < deadline, "no room after a connection closed"
+                time.sleep(0.1)
+            finally:
+                fresh.close()
+    finally:
+        for conn in held:
+            conn.close()
+        srv.stop()

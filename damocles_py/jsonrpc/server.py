@@ -59,7 +59,10 @@ INVALID_PARAMS = -32602
 INTERNAL_ERROR = -32603
 
 DEFAULT_MAX_BODY = 5 << 20  # jsonrpc-http-server's default; no Venus request comes near it
-DEFAULT_READ_TIMEOUT = 60.0
+# Longer than hyper's pooled-connection idle timeout (90 s, damocles-worker's client): the client drops an
+# idle keep-alive connection before we do, so it never sends a request into one we are closing.
+DEFAULT_READ_TIMEOUT = 120.0
+DEFAULT_MAX_CONNECTIONS = 256  # one thread each; beyond, a new connection is closed at once
 JSON_CONTENT_TYPES = ("application/json", "application/json; charset=utf-8", "application/json;charset=utf-8")
 
 
@@ -143,6 +146,7 @@ class JSONRPCServer:
     def __init__(self, host: str, port: int, methods: Mapping[str, Handler], *,
                  paths: Collection[str] | None = None, auth: AuthHook | None = None,
                  max_body: int = DEFAULT_MAX_BODY, read_timeout: float = DEFAULT_READ_TIMEOUT,
+                 max_connections: int = DEFAULT_MAX_CONNECTIONS,
                  require_json_content_type: bool = False, name: str = "jsonrpc",
                  files: tuple[str, FileHook] | None = None,
                  observe: Callable[[str, str, float], None] | None = None):
@@ -152,6 +156,7 @@ class JSONRPCServer:
         self.auth = auth
         self.max_body = max_body
         self.read_timeout = read_timeout
+        self.max_connections = max_connections
         self.require_json_content_type = require_json_content_type
         self.name = name
         self.files = files
@@ -276,15 +281,28 @@ class _HTTPServer(http.server.ThreadingHTTPServer):
             self.address_family = socket.AF_INET6
         super().__init__((owner.host, owner.port), _Handler)
 
-    def process_request_thread(self, request, client_address):
-        me = threading.current_thread()
+    def process_request(self, request, client_address):
+        """One thread per connection (as ThreadingMixIn), counted: beyond `max_connections` a new
+        connection is closed at once, so a flood of connections is not a flood of threads."""
         with self.conns_lock:
-            self.workers.add(me)
+            full = len(self.workers) >= self.owner.max_connections
+            if not full:
+                t = threading.Thread(target=self.process_request_thread, args=(request, client_address),
+                                     name=f"{self.owner.name}-conn", daemon=True)
+                self.workers.add(t)
+        if full:
+            log.warning("%s: %d connections open, refusing one from %s", self.owner.name,
+                        self.owner.max_connections, client_address[0])
+            self.shutdown_request(request)
+            return
+        t.start()
+
+    def process_request_thread(self, request, client_address):
         try:
             super().process_request_thread(request, client_address)
         finally:
             with self.conns_lock:
-                self.workers.discard(me)
+                self.workers.discard(threading.current_thread())
 
     def handle_error(self, request, client_address):
         log.debug("%s: connection from %s ended with an error", self.owner.name, client_address, exc_info=True)
