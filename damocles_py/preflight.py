@@ -204,6 +204,9 @@ def describe(config: Config) -> list[str]:
     lines = [f"config {config.path}",
              f"worker {w.name}: admin API on {w.admin_server.address} (gRPC) and {w.rpc_server.address} "
              f"(VenusWorker JSON-RPC), state_dir {w.state_dir}"]
+    if w.venus_admin_trust:
+        lines.append(f"VenusWorker pause/resume accepted WITHOUT the admin token from {', '.join(w.venus_admin_trust)} "
+                     f"([worker] venus_admin_trust: anyone sending from these IPs can pause, rewind or abort)")
     if config.sector_manager.is_embedded:
         e = config.sector_manager.embedded
         lines.append(f"sector manager: embedded, miner {e.miner}, {e.sector_size} sectors, state_dir {e.state_dir}")

@@ -248,6 +248,8 @@ def test_trusted_ip_needs_no_token(tmp_path):
         assert answer == {"jsonrpc": "2.0", "result": True, "id": 2}
     finally:
         daemon.stop(timeout=STARTUP_BUDGET)
+    check = worker_cli("daemon", "-c", str(cfg), "--check", check=False).stdout
+    assert "accepted WITHOUT the admin token from 127.0.0.1" in check
 
 
 def test_admin_ports_are_checked_before_start(tmp_path):
