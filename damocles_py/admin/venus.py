@@ -39,6 +39,7 @@ from damocles_py import __version__
 from damocles_py.admin.control import ResumeRefused, ThreadControl, UnknownThread
 from damocles_py.admin.token import MIN_TOKEN_CHARS
 from damocles_py.errors import UserError
+from damocles_py.fsm.failure import FailureCause
 from damocles_py.jsonrpc.server import INVALID_PARAMS, Call, JSONRPCServer, RPCError
 from damocles_py.manager.venus.codec import U64, Method, Param, WireError, decode, encode, wire
 
@@ -162,9 +163,15 @@ def thread_state(status, now: float) -> ThreadState:
 def holding_failure(thread):
     """The failure that holds `thread` paused (damocles' last_error), None if it is not paused by one.
     From its sector record: the status keeps the last failure shown even after a resume."""
-    if thread.status.thread_state != "paused":
+    status = thread.status
+    if status.thread_state != "paused":
         return None
-    sector = thread.db.current()
+    if status.last_failure is not None and status.last_failure.cause is FailureCause.StateStoreFailed:
+        return status.last_failure  # its database could not be written: the record lags behind
+    try:
+        sector = thread.db.current()
+    except Exception:  # an unreadable database: the status is all there is
+        return status.last_failure
     return sector.failure if sector is not None and sector.paused else None
 
 
