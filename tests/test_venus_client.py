@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import inspect
 import json
+import logging
 import socket
 import threading
 import time
@@ -23,13 +24,16 @@ import pytest
 from conftest import wait_until
 
 from damocles_py.config.schema import Plan, SealingConfig, SealingThreadConfig
-from damocles_py.fsm.context import StageLimits
+from damocles_py.fsm.context import StageContext, StageLimits, ThreadControl
+from damocles_py.fsm.handlers.common import stage_pieces
+from damocles_py.fsm.sector import Sector
 from damocles_py.fsm.failure import FailureCause, FailureLevel, SealingFailure
 from damocles_py.manager.heartbeat import HeartbeatSender
 from damocles_py.manager.interface import (
     AcquireDealsSpec,
     AllocatedSector,
     AllocateSpec,
+    Deal,
     ManagerRequestError,
     ManagerUnavailable,
     OnChainState,
@@ -48,10 +52,10 @@ from damocles_py.manager.interface import (
     WorkerRef,
 )
 from damocles_py.manager.venus.addr import AddressError, parse_manager_addr
-from damocles_py.manager.venus.client import PLEDGE_PREFIX, VenusManager
+from damocles_py.manager.venus.client import PLEDGE_PREFIX, WORKER_HEADER, VenusManager
 from damocles_py.manager.venus.errors import SectorStateNotFound, VenusResponseError, VenusRPCError
-from damocles_py.manager.venus.piecestore import download_piece, local_or_download
-from damocles_py.proofs import SealProof
+from damocles_py.manager.venus.piecestore import download_piece
+from damocles_py.proofs import PieceInfo, SealProof
 from damocles_py.store.location import init_location
 from damocles_py.thread.observer import WorkerObserver
 from damocles_py.thread.runtime import SealingThread, WorkerContext, classify
@@ -497,6 +501,22 @@ def test_a_manager_that_never_answers_costs_one_timeout():
     assert 0.9 <= elapsed < 1.0 * 3 + 2  # a 3x slower machine still passes
 
 
+def test_a_state_report_has_its_own_short_bound():
+    # the runtime reports after every step and only logs a failed report: a hung manager must cost
+    # a step `report_timeout`, not the long `timeout` of the calls whose answer the step needs
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(8)
+        port = listener.getsockname()[1]
+        with VenusManager(f"/ip4/127.0.0.1/tcp/{port}", timeout=30.0, report_timeout=0.5) as venus:
+            start = time.monotonic()
+            with pytest.raises(ManagerUnavailable, match="did not answer within 0.5s"):
+                venus.report_state(SID, StateReport(WORKER, "Allocated", "DealsAcquired", "AcquireDeals"))
+            elapsed = time.monotonic() - start
+        assert VenusManager(f"/ip4/127.0.0.1/tcp/{port}", timeout=30.0).report_timeout == 10.0
+    assert 0.4 <= elapsed < 0.5 * 3 + 2
+
+
 def test_a_manager_that_trickles_its_answer_is_cut_at_the_deadline():
     stop = threading.Event()
 
@@ -579,6 +599,33 @@ def test_thread_aborts_on_11001_and_retries_on_code_1(go, tmp_path):
     assert _last(thread, SID) == ("TreeDBuilt", "Abort", "Aborted", "SectorAbortedByManager")
 
 
+def test_a_pause_during_a_hung_call_takes_effect_when_the_call_gives_up(go, tmp_path):
+    go.answer("Venus.AllocateSector", '{"ID":{"Miner":1000,"Number":1},"ProofType":5}')
+    go.answer("Venus.ReportState", '{"Id":{"Miner":1000,"Number":1},"Finalized":false,"AbortReason":""}')
+
+    def hang(rid: int) -> bytes:  # a manager that takes longer than the worker's bound
+        time.sleep(3)
+        return b'{"jsonrpc":"2.0","result":null,"id":%d}' % rid
+
+    go.raw("Venus.AssignTicket", hang)
+    with VenusManager(go.addr, timeout=1.0) as venus:
+        thread = _thread(tmp_path, venus)
+        thread.start()
+        try:
+            wait_until(lambda: go.sent("Venus.AssignTicket"), 30, "the hung call")
+            start = time.monotonic()
+            assert thread.pause()
+            wait_until(lambda: thread.status.thread_state == "paused", 1.0 * 3 + 5, "the pause")
+            elapsed = time.monotonic() - start
+            calls = len(go.sent("Venus.AssignTicket"))
+            time.sleep(0.5)  # recover_interval is 0.05 s: a thread that ignored the pause would call again
+            assert len(go.sent("Venus.AssignTicket")) == calls == 1
+        finally:
+            thread.stop()
+            assert thread.join(10)
+    assert elapsed < 1.0 * 3 + 2  # the call's bound (1 s), not the manager's 3 s, nor for ever
+
+
 def _last(thread: SealingThread, sid: SectorId) -> tuple:
     (sector,) = thread.db.find(sid)
     h = thread.db.history(sector.uid)[-1]
@@ -621,6 +668,15 @@ def test_piece_download_follows_one_redirect_with_the_token(go, tmp_path):
     assert second_headers["Authorization"] == "Bearer tok"
     assert second_headers["X-VENUS-API-NAMESPACE"] == "v1.IMarket"
 
+    # ours: the headers of the RPC calls (the farm token) go to the manager, never to the redirect
+    go.gets.clear()
+    download_piece(endpoint, ZERO_2K_CID, dest, token="tok", origin_headers={"Authorization": "Bearer farm"})
+    (_, first_headers), (_, second_headers) = go.gets
+    assert first_headers["Authorization"] == "Bearer farm" and second_headers["Authorization"] == "Bearer tok"
+    go.gets.clear()
+    download_piece(endpoint, ZERO_2K_CID, dest, origin_headers={"Authorization": "Bearer farm"})
+    assert "Authorization" not in go.gets[1][1]  # no piece_token: nothing sent where it redirects
+
 
 def test_piece_download_failures_are_piece_download_failed(go, tmp_path):
     endpoint = parse_manager_addr(go.addr)
@@ -634,19 +690,59 @@ def test_piece_download_failures_are_piece_download_failed(go, tmp_path):
         download_piece(endpoint, ZERO_2K_CID, dest, stall_timeout=2.0)
 
 
-def test_a_local_piece_is_used_and_a_missing_one_downloaded_once(go, tmp_path):
-    endpoint = parse_manager_addr(go.addr)
-    local, downloads = tmp_path / "local", tmp_path / "downloads"
+class _NoStageObserver:
+    def stage_waiting(self, stage): ...
+
+    def stage_started(self, stage): ...
+
+    def stage_finished(self, stage, sector_size, seconds, ok): ...
+
+
+def test_pieces_come_from_local_dirs_else_the_piecestore_once_and_pledge_pieces_are_zeros(go, tmp_path):
+    """The AddPiece handler over a VenusManager, with real commP checks (ZERO_2K is the commP of
+    2032 zero bytes): local_pieces_dirs first, else one download, and no file at all for a pledge."""
+    zeros = b"\0" * 2032
+    go.files[f"/piecestore/{ZERO_2K_CID}"] = (200, {}, zeros)
+    deal = Deal(77, PieceInfo(ZERO_2K, 2032), ZERO_2K_CID, 1900)
+    pledge = Deal(0, PieceInfo(ZERO_2K, 2032), PLEDGE_PREFIX + ZERO_2K_CID, 0)
+    assert pledge.is_pledge and not deal.is_pledge
+    local = tmp_path / "local"
     local.mkdir()
-    (local / ZERO_2K_CID).write_bytes(b"local")
-    assert local_or_download(ZERO_2K_CID, (local,), downloads, endpoint) == local / ZERO_2K_CID
-    assert go.gets == []
-    go.files[f"/piecestore/{ZERO_2K_CID}"] = (200, {}, b"remote")
-    (local / ZERO_2K_CID).unlink()
-    for _ in range(2):
-        path = local_or_download(ZERO_2K_CID, (local,), downloads, endpoint)
-        assert path == downloads / ZERO_2K_CID and path.read_bytes() == b"remote"
-    assert len(go.gets) == 1
+    (local / ZERO_2K_CID).write_bytes(zeros)
+    with VenusManager(go.addr, timeout=10.0, headers={"Authorization": "Bearer farm"}) as venus:
+        ctx = StageContext(Sector(1, Plan.sealer, id=SID, proof=P2K), venus, tmp_path / "t0", SealingConfig(), {},
+                           WORKER, logging.getLogger("test"), ThreadControl(), StageLimits({}), _NoStageObserver(),
+                           local_pieces_dirs=(local,), piece_store=venus)
+        ctx.files.prepare()
+        assert stage_pieces(ctx, [deal], ctx.files.staged)[0] == PieceInfo(ZERO_2K, 2032)
+        assert go.gets == []  # the local file
+        (local / ZERO_2K_CID).unlink()
+        for _ in range(2):  # a retried stage does not download again
+            assert stage_pieces(ctx, [deal], ctx.files.staged)[0] == PieceInfo(ZERO_2K, 2032)
+        assert [(path, headers["Authorization"]) for path, headers in go.gets] == [
+            (f"/piecestore/{ZERO_2K_CID}", "Bearer farm")]
+        assert stage_pieces(ctx, [pledge], ctx.files.staged)[0] == PieceInfo(ZERO_2K, 2032)
+        assert len(go.gets) == 1  # a pledge piece is zeros: nothing to read or download
+        assert ctx.files.staged.stat().st_size == 2048
+        ctx.files.remove()  # the downloads go with the sector's scratch files
+        assert not (tmp_path / "t0").exists() or not any((tmp_path / "t0").rglob(ZERO_2K_CID))
+
+
+def test_our_worker_names_its_thread_on_allocations_and_reports(go, venus):
+    go.answer("Venus.AllocateSector", '{"ID":{"Miner":1000,"Number":1},"ProofType":5}')
+    go.answer("Venus.AcquireDeals", "null")
+    go.answer("Venus.ReportState", '{"Id":{"Miner":1000,"Number":1},"Finalized":false,"AbortReason":""}')
+    go.answer("Venus.ReportFinalized", "null")
+    go.answer("Venus.ReportAborted", "null")
+    venus.allocate_sector(AllocateSpec(), WORKER)
+    venus.acquire_deals(SID, AcquireDealsSpec())
+    venus.report_state(SID, StateReport(WORKER, "Allocated", "DealsAcquired", "AcquireDeals"))
+    venus.report_finalized(SID, worker=WORKER)
+    venus.report_aborted(SID, "x", worker=WORKER)
+    named = {json.loads(b)["method"]: h.get(WORKER_HEADER) for _, h, b in go.requests}
+    expected = "instance=worker-a&thread=0&location=%2Fabs%2Fpath%2Fstore1"
+    assert named == {"Venus.AllocateSector": expected, "Venus.AcquireDeals": None, "Venus.ReportState": expected,
+                     "Venus.ReportFinalized": expected, "Venus.ReportAborted": expected}
 
 
 # ---------------------------------------------------------------------------------------------

@@ -72,18 +72,3 @@ def download_piece(endpoint: ManagerEndpoint, piece_cid: str, dest: Path, token:
                 return size
         except requests.RequestException as e:
             raise fail(str(e)) from None
-
-
-def local_or_download(piece_cid: str, local_dirs: tuple[Path, ...], download_dir: Path, endpoint: ManagerEndpoint,
-                      token: str | None = None, stall_timeout: float = 60.0) -> Path:
-    """The piece's file: `<dir>/<piece_cid>` in the first of `local_dirs` that has it (damocles'
-    `local_pieces_dirs`), else `<download_dir>/<piece_cid>`, downloaded from the manager if absent.
-    The caller checks the data against the deal's commitment (commP), as for any piece file."""
-    for d in local_dirs:
-        path = d / piece_cid
-        if path.is_file():
-            return path
-    path = download_dir / piece_cid
-    if not path.is_file():
-        download_piece(endpoint, piece_cid, path, token, stall_timeout)
-    return path
