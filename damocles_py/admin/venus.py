@@ -238,7 +238,7 @@ class VenusWorkerService:
         now = time.time()
         return encode([thread_info(t.status, now, holding_failure(t)) for t in self.threads])
 
-    def _index(self, method: Method, index: int) -> None:
+    def _index(self, index: int) -> None:
         try:
             self.control.thread(index)
         except UnknownThread:
@@ -246,12 +246,12 @@ class VenusWorkerService:
 
     def worker_pause(self, call: Call, params: list):
         (index,) = self._params(WORKER_PAUSE, params, 1)
-        self._index(WORKER_PAUSE, index)
+        self._index(index)
         return self.control.pause(index)
 
     def worker_resume(self, call: Call, params: list):
         index, state = self._params(WORKER_RESUME, params, 1)
-        self._index(WORKER_RESUME, index)
+        self._index(index)
         try:
             return self.control.resume(index, state).accepted
         except ResumeRefused as e:
