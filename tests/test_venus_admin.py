@@ -157,6 +157,10 @@ def test_mutating_calls_need_the_admin_token(farm):
         assert "admin token" in refused["error"]["message"] and "venus_admin_trust" in refused["error"]["message"]
     pause = farm.call("WorkerPause", [0])
     assert pause["error"]["code"] == 401
+    token = farm.daemon.token  # checked by value: no empty, prefix, scheme-less or longer token passes
+    body = '{"jsonrpc":"2.0","id":6,"method":"VenusWorker.WorkerPause","params":[0]}'
+    for sent in ("Bearer ", "Bearer", "", f"Bearer {token[:16]}", token, f"Bearer {token}x", f"Basic {token}"):
+        assert farm.post(body, Authorization=sent).json()["error"]["code"] == 401, sent
     assert farm.threads()[0]["thread_state"]["state"] != "Paused"  # nothing changed
     # the literal Go request with the token: the thread is not paused, so nothing to resume
     assert farm.post(literal, farm.daemon.token).json() == {"jsonrpc": "2.0", "result": False, "id": 5}
