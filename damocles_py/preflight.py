@@ -174,7 +174,9 @@ def busy_problems(config: Config) -> list[str]:
 def check_problems(config: Config) -> list[str]:
     """What only starting would reveal, probed without changing anything (for `daemon --check`)."""
     problems = busy_problems(config)
-    if not config.sector_manager.is_embedded:
+    if config.sector_manager.is_venus:
+        problems += _venus_problems(config)
+    elif not config.sector_manager.is_embedded:
         from damocles_py.manager.client import RemoteManager
 
         sm = config.sector_manager
@@ -195,6 +197,26 @@ def check_problems(config: Config) -> list[str]:
     except Exception as e:  # the proofs extension missing is a problem of this install
         problems.append(f"cannot check the Groth parameters ({type(e).__name__}: {e}). Fix: install the "
                         f"proofs extension (bash scripts/install.sh)")
+    return problems
+
+
+def _venus_problems(config: Config) -> list[str]:
+    """A damocles-manager's start-up check: it answers, and knows every attached store by name."""
+    from damocles_py.manager.interface import ManagerUnavailable
+    from damocles_py.manager.venus.client import VenusManager
+
+    sm = config.sector_manager
+    problems = []
+    with VenusManager(sm.addr, timeout=min(sm.rpc_timeout, 5.0), headers=dict(sm.headers)) as manager:
+        for store in config.attached:
+            try:
+                if manager.store_basic_info(store.name) is None:
+                    problems.append(f"{config.path}: [[attached]] store {store.name!r} is not known to the "
+                                    f"damocles-manager at {manager.url}. Fix: add it to the manager's persist stores "
+                                    f"(same name), or detach it from the worker")
+            except ManagerUnavailable as e:
+                problems.append(f"{e}. Fix: start the damocles-manager, or correct [sector_manager] rpc_client.addr")
+                break
     return problems
 
 

@@ -105,6 +105,7 @@ class Farm:
     records: dict[int, SectorRecord] = field(default_factory=dict)
     history: dict[int, tuple[HistoryRow, ...]] = field(default_factory=dict)
     killed_in: str | None = None
+    worker_config: Path | None = None  # phase 1's
     downloaded: list[Path] = field(default_factory=list)
     originals: dict[Path, bytes] = field(default_factory=dict)
     rebuilt: dict[Path, bytes] = field(default_factory=dict)
@@ -152,6 +153,7 @@ def farm(manager: Farm) -> Farm:
     cfg = venus_config(w1, manager.venus_addr, manager.token, manager.store, ("sealer",),
                        sealing={"enable_deals": True}, name="venus-worker-1")
     location, log = w1 / "store" / "t0", w1 / "worker.log"
+    manager.worker_config = cfg
     proc = start_worker(cfg, log, sectors=2)
     try:
         deadline = time.monotonic() + seal_budget(0) + STARTUP_BUDGET
@@ -234,6 +236,10 @@ def test_a_store_the_manager_does_not_know_stops_the_worker_at_start(manager, tm
     assert len(lines) == 1 and "Traceback" not in done.stderr, done.stderr
     assert "'persist-z' not found in the damocles-manager" in lines[0] and "persist stores" in lines[0]
     assert not (tmp_path / "z").exists() and not (tmp_path / "worker").exists()  # nothing created
+    checked = run_cli("daemon", "-c", str(cfg), "--check")  # daemon --check asks the same, changing nothing
+    out = checked.stdout + checked.stderr
+    assert checked.returncode != 0 and "store 'persist-z' is not known to the damocles-manager" in out, out
+    assert "'persist-a' is not known" not in out
 
 
 def test_an_unreachable_manager_stops_the_worker_at_start(manager, tmp_path):
@@ -272,6 +278,14 @@ def test_a_worker_killed_mid_seal_finishes_the_sector_after_restart(farm):
     assert farm.killed_in in KILL_STATES
     assert farm.records[1].finished  # the sector that was in flight
     assert farm.downloaded, "the deal's piece was not downloaded from the manager's /piecestore/"
+
+
+def test_the_worker_pinged_the_manager_with_its_venus_admin_address(farm):
+    from damocles_py.config.load import load_config
+
+    port = load_config(farm.worker_config).worker.rpc_server.port
+    (status,) = [w for w in farm.client.workers() if w.instance == "venus-worker-1"]
+    assert status.last_ping is not None and status.dest == f"127.0.0.1:{port}"
 
 
 def test_cc_sector_snapped_up_over_venus_with_a_verified_update_proof(farm):
