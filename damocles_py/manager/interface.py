@@ -1,8 +1,10 @@
 """The sector manager interface: what a sealing thread asks of the manager, in typed messages.
 
-Two implementations stand behind it: `EmbeddedManager` (in-process, SQLite, simulated chain; the
-default) and the gRPC client of a standalone `damocles-manager`. Errors a caller may retry raise
-`ManagerUnavailable`; requests the manager refuses raise `ManagerRequestError` with a reason.
+Three implementations stand behind it: `EmbeddedManager` (in-process, SQLite, simulated chain; the
+default), the gRPC client of our standalone `damocles-manager` (`client.RemoteManager`), and
+`venus.VenusManager`, a client of damocles' `Venus.*` JSON-RPC (a Go damocles-manager, or ours with
+--venus-listen). Errors a caller may retry raise `ManagerUnavailable`; requests the manager
+refuses raise `ManagerRequestError` with a reason.
 """
 
 from __future__ import annotations
