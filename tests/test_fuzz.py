@@ -166,6 +166,7 @@ def _valid_manager_requests(sector, ticket) -> dict[str, bytes]:
         "WorkerPing": pb.WorkerPingRequest(instance="fuzz-worker", threads=[pb.ThreadSummary(
             index=0, plan="sealer", state="Allocated", sector=sid, thread_state="running")]),
         "ListWorkers": pb.ListWorkersRequest(),
+        "ForgetWorkerPing": pb.ForgetWorkerPingRequest(instance="fuzz-worker"),
         "DebugSector": pb.DebugSectorRequest(sector=sid),
         "ListDeals": pb.ListDealsRequest(),
         "ImportPieces": pb.ImportPiecesRequest(),

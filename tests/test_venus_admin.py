@@ -368,6 +368,18 @@ def test_a_worker_pinging_over_venus_is_found_by_name(farm, tmp_path):
     finally:
         daemon.stop(timeout=STARTUP_BUDGET)
 
+    # util worker remove: its ping is forgotten (over gRPC; Go's client calls Venus.WorkerPingInfoRemove)
+    assert farm.util("remove", "venus-pinger").stdout == "'venus-pinger' removed\n"
+    assert "venus-pinger" not in farm.util("list").stdout and NAME in farm.util("list").stdout
+    again = farm.util("remove", "venus-pinger", check=False)
+    assert again.returncode == 2 and "worker info not found" in again.stderr
+    venus = f"http://127.0.0.1:{farm.venus_port}/rpc/v0"
+    get = '{"jsonrpc":"2.0","id":1,"method":"Venus.WorkerGetPingInfo","params":["%s"]}'
+    assert requests.post(venus, data=get % NAME, timeout=10).json()["result"]["Info"]["Name"] == NAME
+    remove = '{"jsonrpc":"2.0","id":2,"method":"Venus.WorkerPingInfoRemove","params":["venus-pinger"]}'
+    assert requests.post(venus, data=remove, timeout=10).json() == {"jsonrpc": "2.0", "result": None, "id": 2}
+    assert requests.post(venus, data=get % "venus-pinger", timeout=10).json()["result"] is None
+
 
 def test_a_thread_paused_by_a_failure_shows_last_error_and_counts_in_the_ping(tmp_path, monkeypatch):
     """A real critical failure (the Groth parameters missing at C2: the SNARK never starts) pauses the

@@ -4,6 +4,7 @@
     damocles-manager util worker info   <name or address>
     damocles-manager util worker pause  <name or address> <thread index>
     damocles-manager util worker resume <name or address> <thread index> [<next state>]
+    damocles-manager util worker remove <name>      (forgets its last ping; needs the manager's farm token)
 
 A worker is found by the name it pings with (our manager's `ListWorkers`, its ping's Dest) or
 taken as an address (`host:port`, or a host alone with port 17890), as damocles' `resolveWorkerDest`;
@@ -166,8 +167,15 @@ def _cmd_resume(args) -> int:
 
 
 def _cmd_remove(args) -> int:
-    raise UserError("util worker remove is not supported yet by damocles-py's manager (it keeps every worker "
-                    "it heard from; `util worker list` shows when each last pinged)")
+    from damocles_py.cli.manager import _with_manager
+
+    def forget(manager) -> int:
+        if not manager.forget_worker_ping(args.name):
+            raise UserError(f"worker info not found. please make sure the instance name is correct: {args.name}")
+        print(f"'{args.name}' removed")
+        return 0
+
+    return _with_manager(args, forget)  # --token-file here: the manager's farm token (a change on the manager)
 
 
 def _duration(text: str) -> float:
@@ -183,7 +191,7 @@ def _duration(text: str) -> float:
 
 def add_commands(util_sub) -> None:
     """`util worker ...` under the manager's `util` command."""
-    from damocles_py.cli.manager import ADDR_ENV, DEFAULT_ADDR
+    from damocles_py.cli.manager import ADDR_ENV, DEFAULT_ADDR, TOKEN_FILE_ENV
 
     worker = util_sub.add_parser("worker", help="see and steer sealing workers (damocles' util worker)")
     sub = worker.add_subparsers(dest="util_worker_command", required=True)
@@ -213,6 +221,7 @@ def add_commands(util_sub) -> None:
     resume.add_argument("index", type=non_negative_int, help="the thread index")
     resume.add_argument("state", nargs="?", help="the state to resume at, e.g. TreeDBuilt, or Aborted")
     resume.set_defaults(func=_cmd_resume)
-    remove = sub.add_parser("remove", help="forget a worker (not supported yet)")
-    remove.add_argument("name")
+    remove = command("remove", "forget a worker's last ping (until it pings again)", target=False)
+    remove.add_argument("name", help="the worker's instance name")
+    remove.add_argument("--token-file", help=f"the manager's farm token file (env {TOKEN_FILE_ENV})")
     remove.set_defaults(func=_cmd_remove)

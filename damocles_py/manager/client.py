@@ -268,3 +268,6 @@ class RemoteManager:
     def workers(self) -> list[WorkerStatus]:
         return self._call("ListWorkers", pb.ListWorkersRequest(), lambda r: [
             convert.worker_status_from_pb(w, f"workers[{i}]") for i, w in enumerate(r.workers)])
+
+    def forget_worker_ping(self, instance: str) -> bool:
+        return self._call("ForgetWorkerPing", pb.ForgetWorkerPingRequest(instance=instance), lambda r: r.forgotten)

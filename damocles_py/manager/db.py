@@ -725,6 +725,14 @@ class Tx:
                 (ping.instance, t.index, t.plan, t.state, *sector, t.thread_state),
             )
 
+    def forget_ping(self, instance: str) -> bool:
+        """Drop what `instance`'s pings said (damocles' `WorkerPingInfoRemove`): it leaves `util worker
+        list` until it pings again. When it was last heard from stays: sectors it holds need it."""
+        cur = self._conn.execute("UPDATE workers SET last_ping = NULL, dest = NULL, version = NULL, summary = NULL"
+                                 " WHERE instance = ? AND last_ping IS NOT NULL", (instance,))
+        self._conn.execute("DELETE FROM worker_threads WHERE instance = ?", (instance,))
+        return cur.rowcount > 0
+
     def workers(self) -> list[WorkerRecord]:
         threads: dict[str, list[ThreadSummary]] = {}
         for row in self._all("SELECT * FROM worker_threads ORDER BY instance, idx"):

@@ -806,6 +806,11 @@ class EmbeddedManager:
         self._abort(tx, record, reason)
         return SectorStateResp(finalized=True, abort_reason=reason)
 
+    def forget_worker_ping(self, instance: str) -> bool:
+        """`util worker remove`: forget `instance`'s last ping; False if it had none."""
+        with self._db.transaction() as tx:
+            return tx.forget_ping(instance)
+
     def worker_ping(self, ping: WorkerPing) -> None:
         if not ping.instance:
             raise ManagerRequestError("a ping must name its worker instance")

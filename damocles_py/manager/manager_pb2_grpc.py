@@ -145,6 +145,11 @@ class SectorManagerStub:
                 request_serializer=manager__pb2.ListWorkersRequest.SerializeToString,
                 response_deserializer=manager__pb2.ListWorkersResponse.FromString,
                 _registered_method=True)
+        self.ForgetWorkerPing = channel.unary_unary(
+                '/damocles.manager.v1.SectorManager/ForgetWorkerPing',
+                request_serializer=manager__pb2.ForgetWorkerPingRequest.SerializeToString,
+                response_deserializer=manager__pb2.ForgetWorkerPingResponse.FromString,
+                _registered_method=True)
         self.DebugSector = channel.unary_unary(
                 '/damocles.manager.v1.SectorManager/DebugSector',
                 request_serializer=manager__pb2.DebugSectorRequest.SerializeToString,
@@ -300,6 +305,13 @@ class SectorManagerServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ForgetWorkerPing(self, request, context):
+        """util worker remove: forget a worker's last ping (it leaves `util worker list` until it pings again)
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def DebugSector(self, request, context):
         """NOT_FOUND for an unknown sector
         """
@@ -432,6 +444,11 @@ def add_SectorManagerServicer_to_server(servicer, server):
                     servicer.ListWorkers,
                     request_deserializer=manager__pb2.ListWorkersRequest.FromString,
                     response_serializer=manager__pb2.ListWorkersResponse.SerializeToString,
+            ),
+            'ForgetWorkerPing': grpc.unary_unary_rpc_method_handler(
+                    servicer.ForgetWorkerPing,
+                    request_deserializer=manager__pb2.ForgetWorkerPingRequest.FromString,
+                    response_serializer=manager__pb2.ForgetWorkerPingResponse.SerializeToString,
             ),
             'DebugSector': grpc.unary_unary_rpc_method_handler(
                     servicer.DebugSector,
@@ -1044,6 +1061,33 @@ class SectorManager:
             '/damocles.manager.v1.SectorManager/ListWorkers',
             manager__pb2.ListWorkersRequest.SerializeToString,
             manager__pb2.ListWorkersResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ForgetWorkerPing(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/damocles.manager.v1.SectorManager/ForgetWorkerPing',
+            manager__pb2.ForgetWorkerPingRequest.SerializeToString,
+            manager__pb2.ForgetWorkerPingResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -328,6 +328,11 @@ class ManagerService(pb_grpc.SectorManagerServicer):
     def ListWorkers(self, request, context):
         return pb.ListWorkersResponse(workers=[convert.worker_status_to_pb(w) for w in self.manager.workers()])
 
+    @_rpc
+    def ForgetWorkerPing(self, request, context):
+        instance = convert.name_from_pb(request.instance, "instance")
+        return pb.ForgetWorkerPingResponse(forgotten=self.manager.forget_worker_ping(instance))
+
 
 def serve_manager(manager, address: str, service: ManagerService | None = None,
                   max_workers: int = 16,

@@ -630,7 +630,9 @@ class WorkerPingInfo:
 # SealerCliAPI methods (reference §1.8) that `damocles-manager util worker` calls; not the worker's.
 WORKER_GET_PING_INFO = _m("WorkerGetPingInfo", [str], WorkerPingInfo | None)
 WORKER_PING_INFO_LIST = _m("WorkerPingInfoList", [], list[WorkerPingInfo])
-CLI_METHODS: dict[str, Method] = {m.name: m for m in (WORKER_GET_PING_INFO, WORKER_PING_INFO_LIST)}
+WORKER_PING_INFO_REMOVE = _m("WorkerPingInfoRemove", [str], None)
+CLI_METHODS: dict[str, Method] = {m.name: m for m in (WORKER_GET_PING_INFO, WORKER_PING_INFO_LIST,
+                                                      WORKER_PING_INFO_REMOVE)}
 
 METHODS: dict[str, Method] = {m.name: m for m in (
     ALLOCATE_SECTOR, ACQUIRE_DEALS, ASSIGN_TICKET, SUBMIT_PRE_COMMIT, POLL_PRE_COMMIT_STATE, SUBMIT_PERSISTED_EX,

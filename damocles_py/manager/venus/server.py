@@ -261,6 +261,7 @@ class VenusService:
             _Handler(w.ALLOCATE_REBUILD_SECTOR, self.allocate_rebuild_sector),
             _Handler(w.WORKER_GET_PING_INFO, self.worker_get_ping_info),
             _Handler(w.WORKER_PING_INFO_LIST, self.worker_ping_info_list),
+            _Handler(w.WORKER_PING_INFO_REMOVE, self.worker_ping_info_remove),
         )}
 
     # -- plumbing ------------------------------------------------------------------------------
@@ -494,6 +495,9 @@ class VenusService:
 
     def worker_ping_info_list(self, call: Call) -> list[w.WorkerPingInfo]:
         return self._ping_infos()
+
+    def worker_ping_info_remove(self, call: Call, name: str) -> None:
+        self.manager.forget_worker_ping(name)  # damocles: no error for an unknown name
 
     def _ping_infos(self) -> list[w.WorkerPingInfo]:
         out = []
