@@ -413,3 +413,22 @@ def test_a_thread_paused_by_a_failure_shows_last_error_and_counts_in_the_ping(tm
         assert call("WorkerList", [])["result"][0]["last_error"] is None
     finally:
         daemon.stop(timeout=STARTUP_BUDGET)
+
+
+def test_util_worker_remove_needs_the_farm_token(tmp_path):
+    store = tmp_path / "persist"
+    store.mkdir()
+    port = free_port()
+    manager = start_manager(tmp_path, port, store, auth=True)
+    try:
+        def remove(*extra):
+            return subprocess.run([sys.executable, "-m", "damocles_py.cli.manager", "util", "worker", "remove", "w1",
+                                   "--addr", f"127.0.0.1:{port}", *extra], capture_output=True, text=True, timeout=60)
+
+        refused = remove()
+        assert refused.returncode == 2 and len(refused.stderr.splitlines()) == 1 and "token" in refused.stderr
+        unknown = remove("--token-file", str(tmp_path / "manager-state" / "manager.token"))
+        assert unknown.returncode == 2 and "worker info not found" in unknown.stderr
+    finally:
+        manager.terminate()
+        manager.wait(30)
