@@ -308,7 +308,7 @@ def _run_sealer_group(tmp_path, worker, store, params, real_c2_params, port, pro
     procs["manager"].kill()
     procs["manager"].wait()
     worker.resume()  # C2 runs
-    assert worker.paused_on(C.ManagerUnreachable, seal_budget(1)).state == "C2Done"
+    assert worker.paused_on(C.ManagerUnreachable, seal_budget(2)).state == "C2Done"
 
     # ProofRejected: the stored proof is damaged (while the worker is stopped); the manager, back,
     # rejects it; the advice: rewind to SeedAssigned, which redoes C1 and C2 with the same seed.
@@ -323,7 +323,7 @@ def _run_sealer_group(tmp_path, worker, store, params, real_c2_params, port, pro
 
     client = RemoteManager(f"127.0.0.1:{port}")
     try:
-        wait_until(lambda: client.sector(S1).finished, seal_budget(1), "the sector to finish")
+        wait_until(lambda: client.sector(S1).finished, seal_budget(2), "the sector to finish")
     finally:
         client.close()
     wait_until(lambda: thread_db_rows(worker.location, "SELECT state, done FROM sectors")[-1] == ("Finished", 1),
@@ -377,7 +377,7 @@ def test_snapup_causes_follow_the_table(tmp_path, daemon_factory):
 
         assert admin.pause(1).accepted  # the snap-up thread waits until its candidate is ready
         wait_until(lambda: daemon.manager.sector(S1) is not None and daemon.manager.sector(S1).finished,
-                   seal_budget(1), "the CC sector sealed")
+                   seal_budget(2), "the CC sector sealed")
         name = "s-t01000-1"
         sealed, tree_r_last = store / "sealed" / name, next((store / "cache" / name).glob("sc-02-data-tree-r-last*"))
 
@@ -397,7 +397,7 @@ def test_snapup_causes_follow_the_table(tmp_path, daemon_factory):
         tree_aside.rename(tree_r_last)
         subprocess.run(["mount", "-o", "remount,ro", str(store)], check=True)  # to hold it at SnapProved
         resume("TreeDBuilt")
-        assert paused_on(C.PersistFailed, seal_budget(2)) == "SnapProved"  # a snap proof costs about a C2
+        assert paused_on(C.PersistFailed, seal_budget(3)) == "SnapProved"  # a snap proof costs about a C2
 
         # SnapProofRejected: the stored snap proof is damaged; the manager rejects it. The advice's
         # second branch (the first, a rewind to TreeDBuilt, was taken above): --state Aborted.

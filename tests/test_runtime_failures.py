@@ -20,7 +20,7 @@ from damocles_py.errors import UserError
 from damocles_py.fsm.states import State
 from damocles_py.manager.interface import SectorId
 
-from conftest import free_port, start_manager, wait_until, worker_cli, write_config
+from conftest import free_port, seal_budget, start_manager, wait_until, worker_cli, write_config
 
 S1 = SectorId(1000, 1)
 
@@ -278,7 +278,7 @@ def test_full_disks_pause_critical_and_free_space_plus_resume_completes(tmp_path
     # free the space: `worker resume` writes the sector and it goes on to Finished (one C2)
     db_filler.unlink()
     assert "resumed" in worker_cli("worker", "resume", *cli, "--index", "0").stdout
-    wait_until(lambda: daemon.manager.sector(S1).finished, 300, "the sector to finish")
+    wait_until(lambda: daemon.manager.sector(S1).finished, seal_budget(2), "the sector to finish")
     wait_until(lambda: job(sealer)[1], 30, "the job done in the thread database")
     causes = history_causes(sealer)
     assert (failed_in, "Failure(paused)", "DiskFull") in causes
