@@ -82,6 +82,7 @@ from damocles_py.manager.interface import (
     Ticket,
     WorkerPing,
     WorkerRef,
+    WorkerSummary,
 )
 from damocles_py.manager.venus import codec as w
 from damocles_py.manager.venus.addr import ManagerEndpoint, parse_manager_addr
@@ -184,17 +185,8 @@ def _failure(report: StateReport) -> w.SectorFailure | None:
 
 
 def summary_of(ping: WorkerPing) -> w.WorkerInfoSummary:
-    if ping.summary is not None:  # counted by the worker (with Errors)
-        return w.WorkerInfoSummary(**vars(ping.summary))
-    threads = ping.threads
-    return w.WorkerInfoSummary(
-        threads=len(threads),
-        empty=sum(t.sector is None for t in threads),
-        paused=sum(t.thread_state == "paused" for t in threads),
-        running=sum(t.thread_state == "running" for t in threads),
-        waiting=sum(t.thread_state == "waiting" for t in threads),
-        errors=0,
-    )
+    """damocles' thread counts: as the worker counted them (with Errors), else from its threads."""
+    return w.WorkerInfoSummary(**vars(ping.summary or WorkerSummary.of(ping.threads)))
 
 
 def local_ip_towards(host: str, port: int) -> str:
@@ -416,7 +408,7 @@ class VenusManager:
 
     def worker_ping(self, ping: WorkerPing) -> None:
         dest = ping.dest or self.dest or (f"{local_ip_towards(self.endpoint.host, self.endpoint.port or 80)}:"
-                             f"{DEFAULT_ADMIN_PORT}")
+                                          f"{DEFAULT_ADMIN_PORT}")
         self._call(w.WORKER_PING, w.WorkerInfo(ping.instance, dest, self.version, summary_of(ping)))
 
     def store_basic_info(self, name: str) -> w.StoreBasicInfo | None:
