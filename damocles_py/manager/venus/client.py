@@ -8,10 +8,11 @@ everything else (other codes, the network, a malformed answer) is `ManagerUnavai
 Where our interface and Venus differ, this client decides as follows:
 
 - allocate_sector / allocate_snapup_sector / allocate_rebuild_sector: Venus has no worker
-  argument and no store filter; `worker` and `spec.allowed_stores` are not sent (a snap-up or
-  rebuild in a store the thread lacks fails in the stage that opens it, as in damocles). Venus
-  allocation is not idempotent: an answer lost on the way leaves a sector number allocated on the
-  manager, as with damocles-worker. `AllowedProofTypes` lists only the seal proofs we can seal,
+  argument and no store filter; `spec.allowed_stores` is not sent (a snap-up or rebuild in a
+  store the thread lacks fails in the stage that opens it, as in damocles) and `worker` goes in
+  the `X-Damocles-Worker` header (below). A damocles-manager's allocation is not idempotent: an
+  answer lost on the way leaves a sector number allocated there, as with damocles-worker; ours
+  hands the same sector again to the same thread. `AllowedProofTypes` lists only the seal proofs we can seal,
   the V1_1 registered numbers (5..9): `spec.allowed_proofs`, or all five when it is None. damocles
   sends every size's three variants (e.g. [5, 10, 15]); a manager handing out a synthetic or
   NI-PoRep sector to us would hand out one we cannot seal.
@@ -45,7 +46,8 @@ Where our interface and Venus differ, this client decides as follows:
 - report_state has its own, shorter bound (`report_timeout`): the runtime reports after every step
   and only logs a failed report, so a hung manager costs a step seconds, not `timeout`.
 - Extras for the daemon: `store_basic_info(name)` and `require_stores(names)` (start-up check), and
-  `fetch_piece(name, directory)`, the worker's `PieceStore` (`/piecestore/`, with `piece_token`).
+  `fetch_piece(name, directory)`, the worker's `PieceStore` (`/piecestore/`: the call headers, e.g.
+  the farm token, to the manager; `piece_token` only where it redirects).
 """
 
 from __future__ import annotations
