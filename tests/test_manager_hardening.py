@@ -32,6 +32,7 @@ from damocles_py.manager.interface import (
     AllocatedSector,
     AllocateSpec,
     ManagerRequestError,
+    ManagerUnavailable,
     NotTheHolder,
     PreCommitInfo,
     SectorId,
@@ -119,6 +120,11 @@ def test_a_worker_killed_after_allocation_gets_the_same_sector_over_grpc(tmp_pat
             assert client.allocate_sector(AllocateSpec(), WORKER).id == lost.id  # and again
             assert client.allocate_sector(AllocateSpec(), replace(WORKER, thread=1)).id == SectorId(MINER, 2)
             assert len(client.sectors()) == 2  # nothing stranded, nothing allocated twice
+        # A wrong farm token is the farm's problem, not the sector's: retryable, never a refusal that
+        # would let a worker finish the sector locally.
+        with RemoteManager(f"127.0.0.1:{port}", timeout=10, token="x" * 64) as wrong:
+            with pytest.raises(ManagerUnavailable, match="UNAUTHENTICATED"):
+                wrong.report_finalized(lost.id, worker=WORKER)
     finally:
         manager.kill()
         manager.wait()

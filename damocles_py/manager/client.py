@@ -62,9 +62,13 @@ _CHANNEL_OPTIONS = [
     ("grpc.max_reconnect_backoff_ms", RECONNECT_MAX_BACKOFF_MS),
 ]
 
-# Statuses that say "not now" rather than "no": the manager is down, restarting or too slow.
-# (CANCELLED: a manager shutting down cancels the calls it is serving.)
-_TRANSIENT = {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.CANCELLED}
+# Statuses that say "not now" rather than "no" about the sector: the manager is down, restarting or
+# too slow (CANCELLED: a manager shutting down cancels the calls it is serving), the farm token is
+# wrong (an operator fixes it; the sector must not be given up for that), or the manager hit a bug.
+# Only a refusal about the sector itself (NOT_FOUND, PERMISSION_DENIED, FAILED_PRECONDITION, a
+# malformed request) is a `ManagerRequestError`, which may end a final report locally.
+_TRANSIENT = {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.CANCELLED,
+              grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.INTERNAL, grpc.StatusCode.UNKNOWN}
 
 
 class SectorNotFound(ManagerRequestError):
