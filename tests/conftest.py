@@ -28,8 +28,9 @@ from damocles_py.manager.client import RemoteManager
 from damocles_py.store.location import init_location
 
 
-# A 2KiB C2 is ~50 s here; this is its budget on a 3x slower machine, with margin.
-C2_BUDGET = 200.0
+# A 2KiB C2 takes 50-60 s on an idle 2-core box; its budget is 5x that: the suite runs beside
+# other C2s (a run at load 11 took a two-worker farm test past a 460 s budget).
+C2_BUDGET = 300.0
 # Long enough that no ticket or seed expires in any test that does not ask for it
 # (10**6 epochs of the tests' 0.2 s blocks: more than two days).
 CHAIN_WINDOW_EPOCHS = 10**6
