@@ -207,9 +207,10 @@ def test_gil_released_during_pc1_and_c2(tmp_path, sealed_with_gil_probe):
     pieces = proofs.cc_pieces(proof)
     duration, gap = _max_gap_while(
         lambda: proofs.pc1(proof, cache, None, sealed, b"\0" * 32, 1, b"\1" * 32, pieces))
-    assert duration > 2.0
-    assert gap < 1.0, f"the ticker stalled {gap:.3f}s during a {duration:.3f}s PC1"  # held: gap = duration
+    # A held GIL would stall the ticker for the whole call (gap = duration); relative to the call's
+    # own length, so a faster or busier machine changes nothing.
+    assert gap < min(1.0, duration / 3), f"the ticker stalled {gap:.3f}s during a {duration:.3f}s PC1"
 
     (times, _, _), duration, gap = sealed_with_gil_probe
     assert times.stages["c2"] > 1.0  # C2 dominates the seal, so a held GIL would show as a long gap
-    assert gap < 1.0, f"the ticker stalled {gap:.3f}s during a {duration:.3f}s seal"
+    assert gap < min(1.0, duration / 3), f"the ticker stalled {gap:.3f}s during a {duration:.3f}s seal"
