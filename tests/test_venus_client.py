@@ -21,7 +21,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
-from conftest import wait_until
+from conftest import wait_until, write_config
 
 from damocles_py.config.schema import Plan, SealingConfig, SealingThreadConfig
 from damocles_py.fsm.context import StageContext, StageLimits, ThreadControl
@@ -747,6 +747,25 @@ def test_our_worker_names_its_thread_on_allocations_and_reports(go, venus):
 
 # ---------------------------------------------------------------------------------------------
 # one more implementation of the worker's manager interface
+
+
+def test_the_daemon_builds_its_venus_client_from_damocles_keys(go, tmp_path):
+    from damocles_py.config.load import load_config
+    from damocles_py.daemon import build_manager
+
+    token = tmp_path / "manager.token"
+    token.write_text("f" * 64)
+    token.chmod(0o600)
+    cfg = write_config(tmp_path, manager_addr=go.addr)
+    cfg.write_text(cfg.read_text().replace(
+        f'addr = "{go.addr}"\n', f'addr = "{go.addr}"\ntoken_file = "{token}"\nheaders = {{ X-Farm = "east" }}\n'
+    ).replace("[sector_manager]\n", '[sector_manager]\npiece_token = "market-tok"\n'))
+    go.answer("Venus.StoreBasicInfo", GO_STORE)
+    with build_manager(load_config(cfg)) as venus:
+        assert isinstance(venus, VenusManager) and venus.piece_token == "market-tok"
+        venus.store_basic_info("store-a")
+    (_, headers, _), = go.requests
+    assert headers["Authorization"] == "Bearer " + "f" * 64 and headers["X-Farm"] == "east"
 
 
 def test_venus_manager_has_every_method_of_the_interface():
