@@ -199,7 +199,8 @@ def farm(manager: Farm) -> Farm:
             return upgrade is not None and upgrade.state.value == "upgraded"
 
         wait_until(upgraded, seal_budget(1), "the CC sector upgraded over Venus")
-        wait_until(lambda: layout.update.exists(), STARTUP_BUDGET, "the update files")
+        # the snap-up job reports itself finished before the sector is handed to a rebuild
+        wait_until(lambda: thread_state(w2 / "store" / "t0") is None, STARTUP_BUDGET, "the snap-up job to end")
         manager.originals = {p: p.read_bytes() for p in (layout.sealed, layout.update, layout.cache / "p_aux",
                                                          layout.update_cache / "p_aux")}
         for path in (layout.sealed, layout.update):
