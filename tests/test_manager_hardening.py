@@ -351,9 +351,9 @@ def test_mutating_calls_need_the_token_and_requests_are_bounded(tmp_path):
     try:
         with RemoteManager(addr, timeout=5) as anonymous, RemoteManager(addr, timeout=5, token="u" * 64) as wrong:
             for client in (anonymous, wrong):
-                with pytest.raises(ManagerRequestError, match="needs the manager's farm token"):
+                with pytest.raises(ManagerUnavailable, match="needs the manager's farm token"):
                     client.allocate_sector(AllocateSpec(), WORKER)
-                with pytest.raises(ManagerRequestError, match="needs the manager's farm token"):
+                with pytest.raises(ManagerUnavailable, match="needs the manager's farm token"):
                     client.worker_ping(WorkerPing("intruder"))
                 assert client.sectors() == []  # reads are open
         assert m.sectors() == [] and m.workers() == []
