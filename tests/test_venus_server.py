@@ -447,3 +447,12 @@ def test_run_check_and_refused_starts(tmp_path):
         bad = _manager_cli("run", "--state-dir", state, "--no-auth", "--listen", f"127.0.0.1:{free_port()}",
                            "--venus-listen", f"127.0.0.1:{busy}")
         assert bad.returncode != 0 and "cannot listen on" in bad.stderr and "Traceback" not in bad.stderr
+    # the gRPC API and the Venus API on one port: each probe alone says "free", so the check compares
+    # them; a start refuses before it creates anything
+    shared = free_port()
+    fresh = tmp_path / "fresh-state"
+    for extra in (["--check"], []):
+        bad = _manager_cli("run", *extra, "--state-dir", str(fresh), "--listen", f"127.0.0.1:{shared}",
+                           "--venus-listen", f"0.0.0.0:{shared}", "--venus-trust", "10.0.0.5")
+        assert bad.returncode != 0 and f"share port {shared}" in bad.stderr and "Traceback" not in bad.stderr
+        assert not fresh.exists()

@@ -188,6 +188,11 @@ def _serve(args) -> int:
     venus = _venus_args(args, token_path)
     if args.check:
         return _check_run(listen, metrics_listen, config, stores, token_path, venus)
+    shared = _shared_ports([(flag, address) for flag, address in (
+        ("--listen", listen), ("--metrics-listen", metrics_listen),
+        ("--venus-listen", None if venus is None else f"{venus[0]}:{venus[1]}")) if address is not None])
+    if shared:  # before anything is created
+        raise UserError(shared[0])
     token = None if token_path is None else ensure_token(token_path)
     manager = _open_manager(config, stores)
     service = ManagerService(manager)
@@ -283,6 +288,20 @@ def _can_bind(address: str) -> str | None:
     return None
 
 
+def _shared_ports(listeners: list[tuple[str, str]]) -> list[str]:
+    """Two of our own listeners on one port (each is free alone, but a start would fail on the second)."""
+    wildcard = {"0.0.0.0", "::", "[::]", ""}
+    problems = []
+    for i, (flag_a, a) in enumerate(listeners):
+        for flag_b, b in listeners[i + 1:]:
+            host_a, _, port_a = a.rpartition(":")
+            host_b, _, port_b = b.rpartition(":")
+            if port_a == port_b and (host_a == host_b or host_a in wildcard or host_b in wildcard):
+                problems.append(f"{flag_a} {a} and {flag_b} {b} share port {port_a}. Fix: give each its own "
+                                f"port (damocles-workers expect Venus on 1789: e.g. --listen 127.0.0.1:1790)")
+    return problems
+
+
 def _check_run(listen: str, metrics_listen: str | None, config, stores, token_path: Path | None,
                venus=None) -> int:
     """`run --check`: everything a start would validate, probed without changing anything."""
@@ -302,12 +321,15 @@ def _check_run(listen: str, metrics_listen: str | None, config, stores, token_pa
         problems.append(f"--state-dir: {config.state_dir} does not exist and cannot be created here. "
                         f"Fix: create it (mkdir -p {config.state_dir}) or check the permissions of its parent")
     venus_listen = None if venus is None else f"{venus[0]}:{venus[1]}"
-    for flag, address in (("--listen", listen), ("--metrics-listen", metrics_listen), ("--venus-listen", venus_listen)):
-        if address is not None:
-            problem = _can_bind(address)
-            print(f"listen:    {address} ({flag}): {problem or 'free'}")
-            if problem:
-                problems.append(f"{flag} {problem}")
+    listeners = [(flag, address) for flag, address in
+                 (("--listen", listen), ("--metrics-listen", metrics_listen), ("--venus-listen", venus_listen))
+                 if address is not None]
+    for flag, address in listeners:
+        problem = _can_bind(address)
+        print(f"listen:    {address} ({flag}): {problem or 'free'}")
+        if problem:
+            problems.append(f"{flag} {problem}")
+    problems += _shared_ports(listeners)
     if token_path is None:
         print("auth:      none (--no-auth, loopback only)")
     else:
