@@ -78,11 +78,18 @@ class ThreadControl:
                     return
                 self._cond.wait(left)
 
+    def restore_pause(self) -> None:
+        """A pause persisted by an earlier run: paused from the start, so a `resume` that comes before
+        the thread reaches its pause (right after a restart) is accepted and kept for it."""
+        with self._cond:
+            self.paused = True
+
     def enter_pause(self) -> None:
         """The thread is paused from now on: `resume` is accepted until `await_resume` returns."""
         with self._cond:
+            if not self.paused:  # else a restored pause: keep a resume accepted meanwhile
+                self._resume = None
             self.paused, self.pause_requested = True, False
-            self._resume = None
 
     def await_resume(self, timeout: float | None = None) -> ResumeRequest | None:
         """Block while paused: the resume request, or None if `timeout` passed first (still paused).

@@ -114,6 +114,10 @@ class SealingThread:
         self._sector: Sector | None = None
         self._store_failure: Failure | None = None  # set while paused on StateStoreFailed
         self._refused: tuple[int, str] | None = None  # the last final report refused: (job, answer)
+        current = self.db.current()
+        if current.paused if current is not None else self.db.flag(FLAG_PAUSED_IDLE):
+            self.control.restore_pause()  # paused from the start: an early resume is not refused
+            self.status.thread_state = "paused"
 
     # ------------------------------------------------------------------------------------------
     # control (called from the admin API and the daemon)
