@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from damocles_py.admin.client import AdminClient
+from damocles_py.config.load import load_config
 from damocles_py.errors import UserError
 
 from conftest import STARTUP_BUDGET, free_port, start_manager, wait_until, worker_cli, write_config
@@ -116,7 +117,7 @@ def test_location_used_before_markers_existed_is_accepted(tmp_path):
 
 def test_second_daemon_on_the_same_config_exits_naming_the_holder(tmp_path):
     cfg = write_config(tmp_path, sealing=IDLE)
-    address = f"127.0.0.1:{cfg.read_text().split('port = ')[1].split()[0]}"
+    address = load_config(cfg).worker.admin_server.address  # our gRPC admin API
     first = start_daemon_process(cfg, tmp_path / "daemon-1.log")
     try:
         wait_until(lambda: admin_answers(address), STARTUP_BUDGET, "the first daemon to serve")
@@ -136,7 +137,7 @@ def test_second_daemon_on_the_same_config_exits_naming_the_holder(tmp_path):
         cfg2 = write_config(other, sealing=IDLE)
         replace_in(cfg2, cfg2.read_text().split("port = ")[1].split()[0], address.rsplit(":", 1)[1])
         before = snapshot(other)
-        assert_refused(daemon_cli(cfg2), f"the admin API address {address} cannot be listened on")
+        assert_refused(daemon_cli(cfg2), f"admin API address {address} cannot be listened on")
         assert snapshot(other) == before
     finally:
         stop_process(first)
@@ -147,7 +148,7 @@ def test_second_daemon_on_the_same_config_exits_naming_the_holder(tmp_path):
 def test_a_daemon_killed_9_can_be_restarted_at_once(tmp_path):
     """Its locks die with it, and a connection it had open does not make its admin port look busy."""
     cfg = write_config(tmp_path, sealing=IDLE)
-    address = f"127.0.0.1:{cfg.read_text().split('port = ')[1].split()[0]}"
+    address = load_config(cfg).worker.admin_server.address  # our gRPC admin API
     first = start_daemon_process(cfg, tmp_path / "daemon-1.log")
     try:
         wait_until(lambda: admin_answers(address), STARTUP_BUDGET, "the first daemon to serve")
@@ -174,7 +175,7 @@ def test_location_shared_by_two_configs_is_locked(tmp_path):
     cfg_a = write_config(a, sealing=IDLE)
     cfg_b = write_config(b, sealing=IDLE)
     replace_in(cfg_b, 'location = "./store/t0"', f'location = "{a / "store" / "t0"}"')
-    address = f"127.0.0.1:{cfg_a.read_text().split('port = ')[1].split()[0]}"
+    address = load_config(cfg_a).worker.admin_server.address
     first = start_daemon_process(cfg_a, tmp_path / "daemon-a.log")
     try:
         wait_until(lambda: admin_answers(address), STARTUP_BUDGET, "the first daemon to serve")
