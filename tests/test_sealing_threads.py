@@ -41,7 +41,7 @@ def test_sealer_seals_deal_and_cc_sectors(tmp_path, daemon_factory):
                        worker={"sector_log_max_bytes": "8KiB", "sector_log_retention": "1h"})
     write_random_piece(tmp_path / "pieces" / "deal-1.bin", 1500)
     stale = tmp_path / "store" / "t0" / "logs" / "s-t01000-99.log"  # a sector done long ago
-    stale.parent.mkdir(parents=True)
+    stale.parent.mkdir(parents=True, exist_ok=True)  # store sealing-init made it
     stale.write_text("old\n")
     os.utime(stale, (time.time() - 7200, time.time() - 7200))
     daemon = daemon_factory(cfg, max_sectors=2)
