@@ -135,7 +135,8 @@ def test_sector_aborted_at_the_manager_while_paused_moves_on(tmp_path, daemon_fa
     sector, _ = job(thread)
     assert sector.state is State.Aborted and not sector.paused
     assert sector.failure.cause.name == "SectorAbortedByManager"
-    assert thread.status.thread_state in ("idle", "running")  # no operator was needed
+    # no operator was needed (the status follows the database write a moment later)
+    wait_until(lambda: thread.status.thread_state in ("idle", "running"), 30, "the thread moving on")
     assert thread.resumable_states() == []
 
 
@@ -252,8 +253,10 @@ def test_full_disks_pause_critical_and_free_space_plus_resume_completes(tmp_path
     assert admin(daemon).resume(0).accepted
 
     # ENOSPC inside the proofs library: DiskFull, critical, paused at once (no retries)
-    wait_until(lambda: sealer.status.thread_state == "paused", 60, "the DiskFull pause")
-    assert cause(sealer) == "DiskFull" and sealer.status.last_failure.level.value == "critical"
+    # (the status still says "paused" until the resumed thread runs: wait for the new pause's cause)
+    wait_until(lambda: sealer.status.thread_state == "paused" and cause(sealer) == "DiskFull", 60,
+               "the DiskFull pause")
+    assert sealer.status.last_failure.level.value == "critical"
     assert "No space left on device" in sealer.status.last_failure.detail
     failed_in = sealer.status.state
     assert failed_in in ("DealsAcquired", "PieceAdded", "TicketAssigned", "PC1Done")  # a Rust stage
