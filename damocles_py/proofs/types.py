@@ -166,17 +166,21 @@ class SnapEncodeOutput:
     comm_d_new: bytes
 
 
+def uvarint(n: int) -> bytes:
+    """Unsigned LEB128 (the multiformats varint): ID-address payloads, CID prefixes."""
+    out = bytearray()
+    while True:
+        byte = n & 0x7F
+        n >>= 7
+        if n:
+            out.append(byte | 0x80)
+        else:
+            out.append(byte)
+            return bytes(out)
+
+
 def prover_id_from_miner(miner: int) -> bytes:
     """The prover id of actor `miner`: its ID-address payload (unsigned LEB128), zero padded to 32."""
     if miner < 0:
         raise InvalidInput("miner", f"actor id must not be negative, got {miner}")
-    out = bytearray()
-    while True:
-        byte = miner & 0x7F
-        miner >>= 7
-        if miner:
-            out.append(byte | 0x80)
-        else:
-            out.append(byte)
-            break
-    return bytes(out).ljust(32, b"\0")
+    return uvarint(miner).ljust(32, b"\0")

@@ -20,6 +20,8 @@ from __future__ import annotations
 import base64
 import enum
 
+from damocles_py.proofs.types import uvarint
+
 
 class CidError(ValueError):
     """Not a commitment CID of the expected kind."""
@@ -33,18 +35,6 @@ class CommitmentKind(enum.Enum):
 
 _CID_VERSION = 1
 _DIGEST_LEN = 32
-
-
-def _varint(n: int) -> bytes:
-    out = bytearray()
-    while True:
-        byte = n & 0x7F
-        n >>= 7
-        if n:
-            out.append(byte | 0x80)
-        else:
-            out.append(byte)
-            return bytes(out)
 
 
 def _read_varint(data: bytes, pos: int) -> tuple[int, int]:
@@ -68,7 +58,7 @@ def commitment_to_cid(commitment: bytes, kind: CommitmentKind = CommitmentKind.u
     if len(commitment) != _DIGEST_LEN:
         raise CidError(f"a commitment is {_DIGEST_LEN} bytes, got {len(commitment)}")
     codec, hash_code = kind.value
-    raw = _varint(_CID_VERSION) + _varint(codec) + _varint(hash_code) + _varint(_DIGEST_LEN) + bytes(commitment)
+    raw = uvarint(_CID_VERSION) + uvarint(codec) + uvarint(hash_code) + uvarint(_DIGEST_LEN) + bytes(commitment)
     return "b" + base64.b32encode(raw).decode("ascii").lower().rstrip("=")
 
 
