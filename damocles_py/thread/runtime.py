@@ -118,6 +118,10 @@ class SealingThread:
         if current.paused if current is not None else self.db.flag(FLAG_PAUSED_IDLE):
             self.control.restore_pause()  # paused from the start: an early resume is not refused
             self.status.thread_state = "paused"
+            if current is not None:  # `worker list` shows the paused sector and its cause at once
+                self.status.sector_id = str(current.id) if current.id else None
+                self.status.state = current.state.value
+                self.status.last_failure = current.failure
 
     # ------------------------------------------------------------------------------------------
     # control (called from the admin API and the daemon)
