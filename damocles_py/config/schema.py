@@ -155,10 +155,38 @@ class MetricsConfig:
     http_listen: str = "127.0.0.1:9000"
 
 
+# The stages that can run in external processors (`[[processors.<stage>]]`, damocles' names).
+PROCESSOR_STAGES = ("add_pieces", "tree_d", "pc1", "pc2", "c2", "snap_encode", "snap_prove", "transfer")
+
+
+@dataclass(frozen=True)
+class ProcessorConfig:
+    """One `[[processors.<stage>]]` entry: a long-lived child process running that stage's tasks."""
+    stage: str
+    bin: str | None = None  # None: this damocles-worker (`sys.executable -m damocles_py.cli.worker`)
+    args: tuple[str, ...] | None = None  # None: ("processor", stage)
+    envs: dict[str, str] = field(default_factory=dict)
+    inherit_envs: bool = True
+    concurrent: int | None = None  # max tasks in flight in this child (None: unbounded)
+    locks: tuple[str, ...] = ()  # [processors.ext_locks] names held while a task runs
+    cpuset: tuple[int, ...] | None = None  # `cgroup.cpuset`, parsed to CPU numbers (checked to exist)
+    cpuset_text: str | None = None  # as written, e.g. "0-11"
+    cgroup_group_name: str = "vc-worker"
+    numa_preferred: int | None = None
+    stable_wait: float = 5.0  # how long the child may take to say it is ready
+    auto_restart: bool = True
+
+
 @dataclass(frozen=True)
 class ProcessorsConfig:
     # stage name -> max concurrent runs of that stage across threads (unset: unlimited)
     limitation_concurrent: dict[str, int] = field(default_factory=dict)
+    # stage name -> minimum seconds between two starts of that stage (damocles' `staggered`)
+    limitation_staggered: dict[str, float] = field(default_factory=dict)
+    # lock name -> how many holders at once (`locks = ["gpu"]` in processor entries)
+    ext_locks: dict[str, int] = field(default_factory=dict)
+    # stage name -> its external processors; a stage not listed runs in the daemon
+    external: dict[str, tuple[ProcessorConfig, ...]] = field(default_factory=dict)
     # sector size -> a prebuilt CC tree-d file; unset sizes are built once into the cache
     static_tree_d: dict[SectorSize, Path] = field(default_factory=dict)
 
