@@ -106,7 +106,7 @@ def build_manager(config: Config) -> SectorManager:
         return build_venus_manager(config)
     from damocles_py.manager.client import RemoteManager
 
-    return RemoteManager(sm.addr, timeout=sm.rpc_timeout, token_file=sm.token_file)
+    return RemoteManager(sm.addrs, timeout=sm.rpc_timeout, token_file=sm.token_file)  # failover in order
 
 
 def build_venus_manager(config: Config) -> VenusManager:

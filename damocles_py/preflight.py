@@ -171,33 +171,45 @@ def busy_problems(config: Config) -> list[str]:
     return problems
 
 
-def check_problems(config: Config) -> list[str]:
-    """What only starting would reveal, probed without changing anything (for `daemon --check`)."""
+def check_problems(config: Config, warnings: list[str] | None = None) -> list[str]:
+    """What only starting would reveal, probed without changing anything (for `daemon --check`).
+    `warnings` receives what does not stop a start (a failover manager that does not answer)."""
     problems = busy_problems(config)
     if config.sector_manager.is_venus:
         problems += _venus_problems(config)
     elif not config.sector_manager.is_embedded:
-        from damocles_py.manager.client import RemoteManager
-
-        sm = config.sector_manager
-        try:
-            manager = RemoteManager(sm.addr, timeout=min(sm.rpc_timeout, 5.0), token_file=sm.token_file)
-        except Exception as e:  # the farm token file is unusable
-            problems.append(f"{config.path}: sector_manager.rpc_client.token_file: {e}")
-        else:
-            try:
-                manager.workers()
-            except Exception as e:
-                problems.append(f"the sector manager at {sm.addr} does not answer ({e}). Fix: start it "
-                                f"(damocles-manager run ...) or correct [sector_manager.rpc_client] addr")
-            finally:
-                manager.close()
+        problems += _grpc_manager_problems(config, [] if warnings is None else warnings)
     try:
         problems += _params_problems(config)
     except Exception as e:  # the proofs extension missing is a problem of this install
         problems.append(f"cannot check the Groth parameters ({type(e).__name__}: {e}). Fix: install the "
                         f"proofs extension (bash scripts/install.sh)")
     return problems
+
+
+def _grpc_manager_problems(config: Config, warnings: list[str]) -> list[str]:
+    """Our manager(s) answer: a problem if none does; with several, each silent one is a warning
+    (the worker fails over to the others)."""
+    from damocles_py.manager.client import RemoteManager
+
+    sm = config.sector_manager
+    silent = []
+    for addr in sm.addrs:  # one client each: a failover client would hide which one is down
+        try:
+            manager = RemoteManager(addr, timeout=min(sm.rpc_timeout, 5.0), token_file=sm.token_file)
+        except Exception as e:  # the farm token file is unusable
+            return [f"{config.path}: sector_manager.rpc_client.token_file: {e}"]
+        try:
+            manager.workers()
+        except Exception as e:
+            silent.append(f"the sector manager at {addr} does not answer ({e})")
+        finally:
+            manager.close()
+    fix = "Fix: start it (damocles-manager run ...) or correct [sector_manager.rpc_client] addr"
+    if len(silent) == len(sm.addrs):
+        return [f"{s}. {fix}" for s in silent]
+    warnings.extend(f"{s}; the worker uses the other manager(s) meanwhile. {fix}" for s in silent)
+    return []
 
 
 def _venus_problems(config: Config) -> list[str]:
@@ -233,7 +245,9 @@ def describe(config: Config) -> list[str]:
         e = config.sector_manager.embedded
         lines.append(f"sector manager: embedded, miner {e.miner}, {e.sector_size} sectors, state_dir {e.state_dir}")
     else:
-        lines.append(f"sector manager: {config.sector_manager.addr}")
+        sm = config.sector_manager
+        failover = f", failing over to {', '.join(sm.fallback_addrs)} in this order" if sm.fallback_addrs else ""
+        lines.append(f"sector manager: {sm.addr}{failover}")
     for t in config.sealing_threads:
         sizes = ", ".join(map(str, t.sealing.allowed_sizes)) if t.sealing.allowed_sizes is not None else "any"
         state = "ready" if location_problem(t.location, "") is None else f"NOT READY: {init_command(t.location)}"

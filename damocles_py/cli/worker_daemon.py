@@ -44,7 +44,10 @@ def _check(config) -> int:
     logging.getLogger().setLevel(logging.WARNING)  # the proofs library's info lines are not the report
     for line in describe(config):
         print(line)
-    problems = start_problems(config) + check_problems(config)
+    warnings: list[str] = []
+    problems = start_problems(config) + check_problems(config, warnings)
+    for warning in warnings:
+        print(f"warning: {warning}")
     for problem in problems:
         print(f"problem: {problem}")
     print(f"{len(problems)} problem(s) to fix before starting" if problems else "ok: the daemon can start")

@@ -301,6 +301,27 @@ def _manager_addr(value: Any, key: str) -> str:
         raise
 
 
+def _manager_addrs(value: Any, key: str) -> tuple[str, ...]:
+    """`addr = "host:port"`, or several of our managers on one database in order of preference:
+    `addr = ["10.0.0.1:1789", "10.0.0.2:1789"]` (the worker fails over between them)."""
+    from damocles_py.config.schema import is_venus_addr
+
+    if not isinstance(value, list):
+        return (_manager_addr(value, key),)
+    several = '`addr = ["10.0.0.1:1789", "10.0.0.2:1789"]`'
+    if not value:
+        raise _invalid(key, "an empty array names no sector manager", f"write one address, or several like {several}")
+    addrs = tuple(_manager_addr(item, f"{key}[{i}]") for i, item in enumerate(value))
+    for i, addr in enumerate(addrs):
+        if len(addrs) > 1 and is_venus_addr(addr):
+            raise _invalid(f"{key}[{i}]", f"{addr!r} is a damocles-manager (Venus) address; failover between "
+                           "several addresses is for our managers (gRPC host:port) only",
+                           "name the one damocles-manager as a string, or list only host:port addresses")
+        if addr in addrs[:i]:
+            raise _invalid(f"{key}[{i}]", f"{addr!r} is listed twice", "list each manager once")
+    return addrs
+
+
 def _headers(value: Any, key: str) -> dict[str, str]:
     """`rpc_client.headers = { Name = "value" }`: extra HTTP headers of every Venus call."""
     table = _table(value, key)
@@ -625,7 +646,7 @@ class _Loader:
 
     def sector_manager(self, value: Any, key: str) -> SectorManagerConfig:
         values = _fields(value, key, {
-            "rpc_client": _fields_of({"addr": _manager_addr, "headers": _headers, "token_file": self.path}),
+            "rpc_client": _fields_of({"addr": _manager_addrs, "headers": _headers, "token_file": self.path}),
             "piece_token": _string,
             "rpc_timeout": parse_duration,
             "embedded": self.embedded,
@@ -640,9 +661,10 @@ class _Loader:
         rpc_client = rpc_client or {}
         # The embedded manager's defaults hold a relative state_dir, so parse them too.
         values.setdefault("embedded", self.embedded({}, _join(key, "embedded")))
-        addr, values["token_file"] = rpc_client.get("addr"), rpc_client.get("token_file")
+        addr, *fallback = rpc_client.get("addr", (None,))  # several: the first is preferred
+        values["token_file"] = rpc_client.get("token_file")
         values["headers"] = rpc_client.get("headers", {})
-        return SectorManagerConfig(addr=addr, **values)
+        return SectorManagerConfig(addr=addr, fallback_addrs=tuple(fallback), **values)
 
     def embedded(self, value: Any, key: str) -> EmbeddedManagerConfig:
         values = _fields(value, key, {

@@ -90,9 +90,12 @@ def is_venus_addr(addr: str) -> bool:
 class SectorManagerConfig:
     """`addr` unset: the embedded manager. A damocles form (`/ip4/../tcp/..`, `/dns4/..`,
     `http(s)://host:port`): a damocles-manager over Venus JSON-RPC. A bare `host:port`: our
-    manager over gRPC."""
+    manager over gRPC; `rpc_client.addr = ["host:port", ...]` names several of ours on one
+    database, `addr` the preferred one and `fallback_addrs` the others, tried in order when the
+    one before is unavailable (docs/failover.md)."""
 
     addr: str | None = None
+    fallback_addrs: tuple[str, ...] = ()
     embedded: EmbeddedManagerConfig = field(default_factory=EmbeddedManagerConfig)
     rpc_timeout: float = 30.0
     token_file: Path | None = None  # the standalone manager's farm token ([sector_manager.rpc_client] token_file)
@@ -108,6 +111,11 @@ class SectorManagerConfig:
     @property
     def is_venus(self) -> bool:
         return self.addr is not None and is_venus_addr(self.addr)
+
+    @property
+    def addrs(self) -> tuple[str, ...]:
+        """Every manager address, the preferred first (empty for the embedded manager)."""
+        return () if self.addr is None else (self.addr, *self.fallback_addrs)
 
 
 @dataclass(frozen=True)

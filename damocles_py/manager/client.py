@@ -7,11 +7,28 @@ worker retries); every other refusal raises `ManagerRequestError` with the manag
 
 Calls fail fast while the manager is down (no wait_for_ready), and the channel reconnects by
 itself within `RECONNECT_MAX_BACKOFF_MS` once a manager listens on the address again.
+
+Several addresses (managers on one PostgreSQL database, issue 10), in order of preference: a call
+that the manager in use cannot serve (any `_TRANSIENT` status) is sent, once, to each of the others
+in turn, each try bounded by `timeout`; the one that answers is used from then on. A refusal is an
+answer: it is never sent elsewhere. Once a preferred address's channel is connected again, and
+`failback_after` seconds after leaving it, calls go back to it.
+
+Sending the same call to a second manager is safe because every manager serves the same database
+and every call a worker makes is idempotent there (see `embedded.py`): allocation hands a thread
+the job it already holds (`Tx.held_by`), a pre-commit or proof equal to the accepted one is answered
+DuplicateSubmit, deals already assigned and a seed already drawn are answered again, a finalize or
+abort report re-applies the same end state (the holder is kept), and a state report only appends a
+history row. A manager killed after committing a call but before answering it therefore leaves
+nothing that the retry on another manager could duplicate.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import logging
+import threading
+import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TypeVar
 
@@ -51,6 +68,7 @@ from damocles_py.manager.interface import (
 from damocles_py.manager.server import GRPC_MESSAGE_OPTIONS
 
 T = TypeVar("T")
+log = logging.getLogger(__name__)
 
 # gRPC's default reconnect backoff grows to 120s: after a manager restart, calls would keep
 # failing for up to two minutes. Capped at 1s, the channel is back about a second after the manager.
@@ -61,6 +79,10 @@ _CHANNEL_OPTIONS = [
     ("grpc.min_reconnect_backoff_ms", 200),
     ("grpc.max_reconnect_backoff_ms", RECONNECT_MAX_BACKOFF_MS),
 ]
+# After failing over, stay on the new manager at least this long before going back to a preferred
+# one whose channel is connected again: a manager that accepts connections but hangs costs one
+# timed-out call per interval, not one per call.
+FAILBACK_AFTER = 30.0
 
 # Statuses that say "not now" rather than "no" about the sector: the manager is down, restarting or
 # too slow (CANCELLED: a manager shutting down cancels the calls it is serving), the farm token is
@@ -87,23 +109,42 @@ def _error_of(e: grpc.RpcError, rpc: str, addr: str) -> Exception:
 
 
 class RemoteManager:
-    """`token_file` (or `token`): the manager's farm token, sent with every call; without it only
-    the reads are served by a manager that requires it."""
+    """`addr`: one `host:port`, or several in order of preference (failover, see the module doc).
+    `token_file` (or `token`): the farm's token, the same for every manager, sent with every call;
+    without it only the reads are served by a manager that requires it."""
 
-    def __init__(self, addr: str, timeout: float = 30.0, token_file: Path | str | None = None,
-                 token: str | None = None):
-        self.addr = addr
+    def __init__(self, addr: str | Sequence[str], timeout: float = 30.0, token_file: Path | str | None = None,
+                 token: str | None = None, failback_after: float = FAILBACK_AFTER):
+        self.addrs: tuple[str, ...] = (addr,) if isinstance(addr, str) else tuple(addr)
+        if not self.addrs:
+            raise ValueError("RemoteManager needs at least one manager address")
         self.timeout = timeout
+        self.failback_after = failback_after
         if token is None and token_file is not None:
             token = read_token(Path(token_file))
         self._metadata = (("authorization", f"Bearer {token}"),) if token is not None else None
         self._closed = False
-        self._channel = grpc.insecure_channel(addr, options=_CHANNEL_OPTIONS)
-        self._stub = pb_grpc.SectorManagerStub(self._channel)
+        self._channels = [grpc.insecure_channel(a, options=_CHANNEL_OPTIONS) for a in self.addrs]
+        self._stubs = [pb_grpc.SectorManagerStub(c) for c in self._channels]
+        self._lock = threading.Lock()
+        self._current = 0  # index of the address in use
+        self._left_at = 0.0  # monotonic time calls last moved to a less preferred address
+        # while on a later address: readiness of each preferred channel (they keep reconnecting)
+        self._comeback: dict[int, grpc.Future] = {}
+
+    @property
+    def addr(self) -> str:
+        """The address calls go to now."""
+        return self.addrs[self._current]
 
     def close(self) -> None:
         self._closed = True
-        self._channel.close()
+        with self._lock:
+            for ready in self._comeback.values():
+                ready.cancel()
+            self._comeback.clear()
+        for channel in self._channels:
+            channel.close()
 
     def __enter__(self) -> "RemoteManager":
         return self
@@ -112,20 +153,70 @@ class RemoteManager:
         self.close()
 
     def _call(self, rpc: str, request, parse: Callable[[object], T] = lambda response: response) -> T:
-        """Call `rpc` and parse its response; gRPC and parse failures become the interface's errors."""
+        """Call `rpc` and parse its response; gRPC and parse failures become the interface's errors.
+
+        Tries the address in use, then (if it cannot serve the call) each other address once."""
         if self._closed:
             raise ManagerUnavailable(f"the client of the sector manager at {self.addr} is closed")
-        try:
-            response = getattr(self._stub, rpc)(request, timeout=self.timeout, wait_for_ready=False,
-                                                metadata=self._metadata)
-        except grpc.RpcError as e:
-            raise _error_of(e, rpc, self.addr) from None
-        try:
-            return parse(response)
-        except MalformedMessage as e:
-            # A manager speaking another version of the API: retrying will not help.
-            raise ManagerRequestError(
-                f"{rpc}: malformed response from the sector manager at {self.addr}: {e}") from None
+        first = self._pick()
+        failures: list[ManagerUnavailable] = []
+        for i in [*range(first, len(self.addrs)), *range(first)]:
+            try:
+                response = getattr(self._stubs[i], rpc)(request, timeout=self.timeout, wait_for_ready=False,
+                                                        metadata=self._metadata)
+            except grpc.RpcError as e:
+                error = _error_of(e, rpc, self.addrs[i])
+                if not isinstance(error, ManagerUnavailable):
+                    raise error from None  # the manager answered: another would answer the same
+                failures.append(error)
+                continue
+            self._settle(i, failures)
+            try:
+                return parse(response)
+            except MalformedMessage as e:
+                # A manager speaking another version of the API: retrying will not help.
+                raise ManagerRequestError(
+                    f"{rpc}: malformed response from the sector manager at {self.addrs[i]}: {e}") from None
+        if len(failures) == 1:
+            raise failures[0]
+        raise ManagerUnavailable(f"no sector manager could serve {rpc}: " + "; ".join(map(str, failures)))
+
+    def _pick(self) -> int:
+        """The address to try first: the one in use, or a preferred one that is back."""
+        with self._lock:
+            if self._current and time.monotonic() - self._left_at >= self.failback_after:
+                back = next((i for i in range(self._current)
+                             if i in self._comeback and self._comeback[i].done()
+                             and not self._comeback[i].cancelled()), None)
+                if back is not None:
+                    log.warning("sector manager at %s is connected again; going back to it from %s",
+                                self.addrs[back], self.addrs[self._current])
+                    self._use(back)
+            return self._current
+
+    def _settle(self, i: int, failures: list[ManagerUnavailable]) -> None:
+        """Address `i` served a call: use it from now on."""
+        with self._lock:
+            if i == self._current:
+                return
+            if i > self._current:
+                self._left_at = time.monotonic()
+                log.warning("failing over to the sector manager at %s: %s", self.addrs[i],
+                            "; ".join(map(str, failures)))
+            else:
+                log.warning("sector manager at %s answers again; going back to it from %s",
+                            self.addrs[i], self.addrs[self._current])
+            self._use(i)
+
+    def _use(self, i: int) -> None:
+        """Send calls to address `i`; watch the readiness of the preferred ones (lock held)."""
+        self._current = i
+        for j in [j for j in self._comeback if j >= i]:
+            self._comeback.pop(j).cancel()
+        for j in range(i):
+            if j not in self._comeback:
+                # keeps the channel reconnecting (backoff capped at RECONNECT_MAX_BACKOFF_MS)
+                self._comeback[j] = grpc.channel_ready_future(self._channels[j])
 
     # -----------------------------------------------------------------------------------------
     # sealing
