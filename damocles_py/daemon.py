@@ -22,10 +22,11 @@ from damocles_py.admin.token import ensure_token
 from damocles_py.admin.venus import VERSION, holding_failure
 from damocles_py.config.schema import Config
 from damocles_py.errors import UserError
-from damocles_py.fsm.context import StageLimits
 from damocles_py.manager.heartbeat import HeartbeatSender
 from damocles_py.manager.interface import SectorId, SectorManager, StoreInfo, ThreadSummary
 from damocles_py.manager.venus.client import VenusManager
+from damocles_py.processors.gates import StageLimits
+from damocles_py.processors.pool import Processors
 from damocles_py.preflight import admin_token_path, busy_problems, locked_dirs, start_problems
 from damocles_py.store.durable import make_dirs
 from damocles_py.store.location import DirLock
@@ -173,11 +174,14 @@ class WorkerDaemon:
             rpc_manager = self.manager
         self.token = ensure_admin_token(config)
         install_rust_log_routing()
+        self.limits = StageLimits(config.processors.limitation_concurrent, config.processors.limitation_staggered)
+        self.processors = Processors(config.processors)  # children start with the daemon
         shared = WorkerContext(
             instance=config.worker.name,
             manager=rpc_manager,
             stores={s.name: s for s in config.attached},
-            limits=StageLimits(config.processors.limitation_concurrent),
+            limits=self.limits,
+            processors=self.processors,
             observer=self.observer,
             local_pieces_dirs=config.worker.local_pieces_dirs,
             piece_store=piece_store,
@@ -210,6 +214,7 @@ class WorkerDaemon:
 
         worker = self.config.worker
         try:
+            self.processors.start()  # a child that cannot start is an error now, not a stuck thread later
             self._admin = serve_admin(self, worker.admin_server.address, self.token, self.control)
             service = VenusWorkerService(self.threads, self.control, self.token, worker.venus_admin_trust)
             self._venus_admin = serve_venus_worker(service, worker.rpc_server.host, worker.rpc_server.port)
@@ -262,6 +267,7 @@ class WorkerDaemon:
         close = getattr(self.manager, "close", None)
         if close:
             close()
+        self.processors.close()
         self._release_locks()
 
     def _release_locks(self) -> None:

@@ -23,8 +23,10 @@ from pathlib import Path
 import pytest
 from conftest import wait_until, write_config
 
-from damocles_py.config.schema import Plan, SealingConfig, SealingThreadConfig
-from damocles_py.fsm.context import StageContext, StageLimits, ThreadControl
+from damocles_py.config.schema import Plan, ProcessorsConfig, SealingConfig, SealingThreadConfig
+from damocles_py.fsm.context import StageContext, ThreadControl
+from damocles_py.processors.gates import StageLimits
+from damocles_py.processors.pool import Processors
 from damocles_py.fsm.handlers.common import stage_pieces
 from damocles_py.fsm.sector import Sector
 from damocles_py.fsm.failure import FailureCause, FailureLevel, SealingFailure
@@ -565,7 +567,7 @@ def _thread(tmp_path: Path, venus: VenusManager) -> SealingThread:
     location = init_location(tmp_path / "t0")
     sealing = SealingConfig(allowed_sizes=(P2K.sector_size,), max_retries=3, recover_interval=0.05,
                             seal_interval=3600.0, rpc_polling_interval=0.05)
-    worker = WorkerContext("worker-a", venus, {}, StageLimits({}), WorkerObserver())
+    worker = WorkerContext("worker-a", venus, {}, StageLimits({}), WorkerObserver(), Processors(ProcessorsConfig()))
     return SealingThread(SealingThreadConfig(0, location, Plan.sealer, sealing), worker)
 
 
@@ -711,7 +713,7 @@ def test_pieces_come_from_local_dirs_else_the_piecestore_once_and_pledge_pieces_
     (local / ZERO_2K_CID).write_bytes(zeros)
     with VenusManager(go.addr, timeout=10.0, headers={"Authorization": "Bearer farm"}) as venus:
         ctx = StageContext(Sector(1, Plan.sealer, id=SID, proof=P2K), venus, tmp_path / "t0", SealingConfig(), {},
-                           WORKER, logging.getLogger("test"), ThreadControl(), StageLimits({}), _NoStageObserver(),
+                           WORKER, logging.getLogger("test"), ThreadControl(), StageLimits({}), _NoStageObserver(), Processors(ProcessorsConfig()),
                            local_pieces_dirs=(local,), piece_store=venus)
         ctx.files.prepare()
         assert stage_pieces(ctx, [deal], ctx.files.staged)[0] == PieceInfo(ZERO_2K, 2032)

@@ -77,10 +77,18 @@ PROCESSOR_STAGES = ("add_pieces", "tree_d", "pc1", "pc2", "c2", "snap_encode", "
 
 
 def _cmd_processor(args) -> int:
+    from damocles_py.config.schema import PROCESSOR_STAGES as SUPPORTED
     from damocles_py.errors import UserError
 
-    raise UserError(f"processor {args.stage} is not supported yet by damocles-py: external processors "
-                    "(issue 9); every stage runs inside `damocles-worker daemon`")
+    if args.stage not in SUPPORTED:
+        raise UserError(f"processor {args.stage} is not supported yet by damocles-py: no plan here runs that "
+                        f"stage (processors exist for {', '.join(SUPPORTED)})")
+    if args.hugepage_files_path or args.hugepage_files_path_pattern:
+        raise UserError("--hugepage-files-path is not supported by damocles-py: it needs ipfs-force-community's "
+                        "fork of rust-fil-proofs. Fix: remove it from the processor's `args`")
+    from damocles_py.processors import child
+
+    return child.main(args.stage)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -97,7 +105,7 @@ def build_parser() -> argparse.ArgumentParser:
     tree_d.add_argument("-p", "--path", required=True, help="directory to write sc-02-data-tree-d.dat into")
     tree_d.set_defaults(func=_cmd_generator_tree_d)
 
-    proc = sub.add_parser("processor", help="damocles' external processor children: not supported yet")
+    proc = sub.add_parser("processor", help="run one stage's tasks for a daemon ([[processors.<stage>]]); started by the daemon")
     proc.add_argument("stage", choices=PROCESSOR_STAGES)
     proc.add_argument("--hugepage-files-path", "--hugepage_files_path")
     proc.add_argument("--hugepage-files-path-pattern", "--hugepage_files_path_pattern")

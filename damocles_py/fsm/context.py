@@ -8,13 +8,16 @@ import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator, Protocol
+from typing import Any, Callable, Iterator, Protocol
 
 from damocles_py.config.schema import AttachedStoreConfig, SealingConfig
 from damocles_py.fsm.failure import FailureCause, SealingFailure, is_out_of_space
 from damocles_py.fsm.sector import Sector
 from damocles_py.fsm.states import State
 from damocles_py.manager.interface import SectorManager, WorkerRef
+from damocles_py.processors.gates import StageLimits
+from damocles_py.processors.pool import ProcessorCrashed, Processors
+from damocles_py.processors.protocol import RemoteError
 from damocles_py.proofs import InvalidInput, ParametersMissing, ProofsError, SectorSize
 from damocles_py.store.layout import PersistLayout, SectorFiles, sector_files
 from damocles_py.thread.logs import bound_to
@@ -115,28 +118,6 @@ class ThreadControl:
             self.paused, self._resume = False, None
 
 
-class StageLimits:
-    """`[processors.limitation.concurrent]`: at most N threads run a stage at once."""
-
-    def __init__(self, limits: dict[str, int]):
-        self._sems = {stage: threading.Semaphore(n) for stage, n in limits.items()}
-
-    @contextmanager
-    def slot(self, stage: str, control: ThreadControl, on_wait) -> Iterator[None]:
-        sem = self._sems.get(stage)
-        if sem is None:
-            yield
-            return
-        if not sem.acquire(blocking=False):
-            on_wait()
-            while not sem.acquire(timeout=0.2):
-                control.check()  # a waiting thread can still be paused or stopped
-        try:
-            yield
-        finally:
-            sem.release()
-
-
 class StageObserver(Protocol):
     """Told about stage runs (metrics, thread status)."""
 
@@ -166,6 +147,7 @@ class StageContext:
     control: ThreadControl
     limits: StageLimits
     observer: StageObserver
+    processors: Processors
     local_pieces_dirs: tuple[Path, ...] = ()
     static_tree_d: dict[SectorSize, Path] = field(default_factory=dict)
     piece_store: PieceStore | None = None
@@ -191,19 +173,34 @@ class StageContext:
             self.control.handler_wait_seconds += time.monotonic() - start
 
     @contextmanager
-    def stage(self, name: str, cause: FailureCause) -> Iterator[None]:
-        """Run a heavy stage: wait for a concurrency slot, time it, and name its failures `cause`."""
-        with self.limits.slot(name, self.control, lambda: self.observer.stage_waiting(name)):
+    def stage(self, name: str, cause: FailureCause) -> Iterator[Callable[..., Any]]:
+        """Run a heavy stage: wait for its slot, time it, and name its failures `cause`.
+
+        Yields `run(fn, *args)`, which runs the stage's task here or in one of its child
+        processors (`[[processors.<name>]]`): the handler does not know which.
+        """
+        waiting = lambda: self.observer.stage_waiting(name)  # noqa: E731
+        with self.limits.slot(name, self.control.check, waiting):
             self.observer.stage_started(name)
             self.log.info("%s: start", name)
             start = time.monotonic()
             ok = False
+
+            def run(fn: Callable[..., Any], *args: Any) -> Any:
+                try:
+                    return self.processors.run(name, fn, args, label=self.sector.name, sector_log=self.log,
+                                               check=self.control.check, on_wait=waiting)
+                finally:
+                    self.observer.stage_started(name)  # running again if it waited for a child
+
             try:
                 with bound_to(self.log):  # the library's log lines land in this sector's log
-                    yield
+                    yield run
                 ok = True
-            except SealingFailure:
+            except (SealingFailure, Interrupted):
                 raise
+            except ProcessorCrashed as e:
+                raise SealingFailure(FailureCause.ProcessorCrashed, f"{name}: {e}") from e
             except ParametersMissing as e:
                 raise SealingFailure(FailureCause.ParametersMissing, str(e)) from e
             except (OSError, ProofsError, InvalidInput) as e:
@@ -212,6 +209,8 @@ class StageContext:
                 if is_out_of_space(e):
                     raise SealingFailure(FailureCause.DiskFull, f"{name}: {e}") from e
                 raise SealingFailure(cause, f"{name}: {e}" if isinstance(e, OSError) else str(e)) from e
+            except RemoteError as e:  # an error a child could not send whole
+                raise SealingFailure(cause, f"{name}: {e}") from e
             finally:
                 seconds = time.monotonic() - start
                 self.observer.stage_finished(name, str(self.sector.proof.sector_size), seconds, ok)

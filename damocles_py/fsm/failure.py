@@ -52,6 +52,12 @@ class FailureCause(enum.Enum):
     TreeDFailed = CauseInfo(
         _T, "TreeD", "Building the data tree failed, or its comm_d does not match the pieces.",
         "Check disk space and the staged file; resume, or rewind with `--state DealsAcquired`.")
+    ProcessorCrashed = CauseInfo(
+        _T, "any", "The child processor running this stage ([[processors.<stage>]]) died mid-task "
+        "(killed, out of memory, a crash in the proofs library); it is started again by itself.",
+        "Nothing to do for one crash: the stage is retried and the sector's files are intact. If it repeats, "
+        "read the daemon's stderr and `dmesg` (OOM killer) and give the processor more memory or fewer "
+        "`concurrent` tasks; then `worker resume --index N`.")
     PC1Failed = CauseInfo(
         _T, "PC1", "PreCommit phase 1 (SDR labelling) failed in the proofs library.",
         "Read `sector debug --logs`; check disk space and memory; resume to re-run PC1.")

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from damocles_py._core import ProofsError  # a proofs call failed; carries the library's message
 
+# The extension names its module `_core`; pickle (a child processor's errors) needs the importable path.
+ProofsError.__module__ = "damocles_py._core"
+
 __all__ = ["InvalidInput", "ParametersMissing", "ProofsError"]
 
 
@@ -14,6 +17,9 @@ class InvalidInput(ValueError):
         self.argument = argument
         self.problem = problem
         super().__init__(f"{argument}: {problem}")
+
+    def __reduce__(self):  # picklable: a child processor raises it across the process boundary
+        return (type(self), (self.argument, self.problem))
 
 
 class ParametersMissing(RuntimeError):
@@ -27,3 +33,7 @@ class ParametersMissing(RuntimeError):
             f"{what} needs Groth parameters that are missing from {cache_dir}: "
             f"{', '.join(missing)}. Generate them with: {command}"
         )
+        self._what = what
+
+    def __reduce__(self):  # picklable: a child processor raises it across the process boundary
+        return (type(self), (self._what, self.missing, self.cache_dir, self.command))

@@ -24,7 +24,9 @@ from pathlib import Path
 from typing import Callable, TypeVar
 
 from damocles_py.config.schema import AttachedStoreConfig, SealingThreadConfig
-from damocles_py.fsm.context import Interrupted, PieceStore, ResumeRequest, StageContext, StageLimits, ThreadControl
+from damocles_py.fsm.context import Interrupted, PieceStore, ResumeRequest, StageContext, ThreadControl
+from damocles_py.processors.gates import StageLimits
+from damocles_py.processors.pool import Processors
 from damocles_py.fsm.failure import Failure, FailureCause, FailureLevel, SealingFailure, is_out_of_space
 from damocles_py.fsm.plans import PLANS, PlanSpec
 from damocles_py.fsm.sector import Sector
@@ -71,6 +73,7 @@ class WorkerContext:
     stores: dict[str, AttachedStoreConfig]
     limits: StageLimits
     observer: WorkerObserver
+    processors: Processors
     local_pieces_dirs: tuple[Path, ...] = ()
     static_tree_d: dict[SectorSize, Path] | None = None
     piece_store: PieceStore | None = None  # pieces not found locally are fetched from there
@@ -270,6 +273,7 @@ class SealingThread:
             control=self.control,
             limits=self.worker.limits,
             observer=_StageObserver(self),
+            processors=self.worker.processors,
             local_pieces_dirs=self.worker.local_pieces_dirs,
             static_tree_d=self.worker.static_tree_d or {},
             piece_store=self.worker.piece_store,

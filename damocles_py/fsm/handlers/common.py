@@ -75,10 +75,10 @@ def stage_pieces(ctx: StageContext, deals: list[Deal], staged: Path) -> list[Pie
     staged.parent.mkdir(parents=True, exist_ok=True)
     staged.write_bytes(b"")
     pieces: list[PieceInfo] = []
-    with ctx.stage("add_pieces", FailureCause.PieceDownloadFailed):
+    with ctx.stage("add_pieces", FailureCause.PieceDownloadFailed) as run:
         for deal in deals:
             path = _piece_file(ctx, deal)
-            piece = proofs.add_piece(proof, path, staged, pieces, piece_size=deal.piece.size)
+            piece = run(proofs.add_piece, proof, path, staged, pieces, deal.piece.size)
             if piece.commitment != deal.piece.commitment:
                 raise SealingFailure(
                     FailureCause.PieceCommitmentMismatch,
@@ -171,12 +171,12 @@ def make_tree_d(ctx: StageContext, staged: Path | None, cache: Path, pieces: lis
     proof = ctx.sector.proof
     shutil.rmtree(cache, ignore_errors=True)  # never reuse a stale tree from an earlier attempt
     cache.mkdir(parents=True)
-    with ctx.stage("tree_d", FailureCause.TreeDFailed):
+    with ctx.stage("tree_d", FailureCause.TreeDFailed) as run:
         expected = proofs.compute_comm_d(proof, pieces)
         if staged is None:  # CC: the shared all-zero tree, whose root is the zero pieces' comm_d
             os.symlink(static_cc_tree_d(ctx, proof), cache / TREE_D_FILE)
             return expected
-        comm_d = proofs.build_tree_d(proof, staged, cache)
+        comm_d = run(proofs.build_tree_d, proof, staged, cache)
         if comm_d != expected:
             raise SealingFailure(
                 FailureCause.TreeDFailed,
@@ -201,9 +201,9 @@ def pc1(ctx: StageContext) -> Event:
         if entry.name != TREE_D_FILE:
             shutil.rmtree(entry) if entry.is_dir() and not entry.is_symlink() else entry.unlink()
     files.sealed.write_bytes(b"")
-    with ctx.stage("pc1", FailureCause.PC1Failed):
-        out = proofs.pc1(s.proof, files.cache, None if s.is_cc else files.staged, files.sealed,
-                         prover_id(ctx), s.id.number, s.ticket.value, s.pieces)
+    with ctx.stage("pc1", FailureCause.PC1Failed) as run:
+        out = run(proofs.pc1, s.proof, files.cache, None if s.is_cc else files.staged, files.sealed,
+                  prover_id(ctx), s.id.number, s.ticket.value, s.pieces)
     s.pc1_out = out.data
     return Event.PC1
 
@@ -228,9 +228,9 @@ def _restore_unsealed_replica(ctx: StageContext) -> None:
 
 def pc2(ctx: StageContext) -> Event:
     s, files = ctx.sector, ctx.files
-    with ctx.stage("pc2", FailureCause.PC2Failed):
+    with ctx.stage("pc2", FailureCause.PC2Failed) as run:
         _restore_unsealed_replica(ctx)
-        out = proofs.pc2(proofs.PC1Output(s.proof, s.pc1_out), files.cache, files.sealed)
+        out = run(proofs.pc2, proofs.PC1Output(s.proof, s.pc1_out), files.cache, files.sealed)
     s.comm_r, s.comm_d = out.comm_r, out.comm_d
     ctx.log.info("PC2: comm_r %s comm_d %s", out.comm_r.hex(), out.comm_d.hex())
     return Event.PC2
@@ -263,9 +263,9 @@ def copy_sealed_files(ctx: StageContext, sealed: Path, cache: Path, dest_sealed:
     replica of another sector that is proven on chain.
     """
     pairs = [(sealed, dest_sealed)] + [(f, dest_cache / f.name) for f in persisted_cache_files(cache)]
-    with ctx.stage("transfer", FailureCause.PersistFailed):
+    with ctx.stage("transfer", FailureCause.PersistFailed) as run:
         try:
-            persist_group(pairs, job_token(ctx.files.root), replace=replace)
+            run(persist_group, pairs, job_token(ctx.files.root), replace)
         except StoreConflict as e:
             raise SealingFailure(
                 FailureCause.StoreFileConflict,

@@ -123,8 +123,8 @@ def c1(ctx: StageContext) -> Event:
 def c2(ctx: StageContext) -> Event:
     s = ctx.sector
     s.proof_resubmit = s.seal_proof is not None  # a rewound sector replaces its earlier proof
-    with ctx.stage("c2", FailureCause.C2Failed):
-        s.seal_proof = proofs.c2(proofs.C1Output(s.proof, s.c1_out), prover_id(ctx), s.id.number)
+    with ctx.stage("c2", FailureCause.C2Failed) as run:
+        s.seal_proof = run(proofs.c2, proofs.C1Output(s.proof, s.c1_out), prover_id(ctx), s.id.number)
     return Event.C2
 
 

@@ -50,9 +50,9 @@ def encode(ctx: StageContext, sector_key: Path, sector_key_cache: Path) -> proof
             shutil.rmtree(entry) if entry.is_dir() else entry.unlink()
     with open(files.update, "wb") as f:  # the library wants the new replica as big as the sector key
         f.truncate(s.proof.sector_size)
-    with ctx.stage("snap_encode", FailureCause.SnapEncodeFailed):
-        s.snap.encoded = proofs.snap_encode(s.proof.update_proof, files.update, files.update_cache, sector_key,
-                                            sector_key_cache, files.snap_staged, s.snap.pieces)
+    with ctx.stage("snap_encode", FailureCause.SnapEncodeFailed) as run:
+        s.snap.encoded = run(proofs.snap_encode, s.proof.update_proof, files.update, files.update_cache,
+                             sector_key, sector_key_cache, files.snap_staged, s.snap.pieces)
     ctx.log.info("snap encoded: comm_r_new %s", s.snap.encoded.comm_r_new.hex())
     return s.snap.encoded
 
@@ -77,10 +77,10 @@ def vanilla_proofs(ctx: StageContext, sector_key: Path, sector_key_cache: Path) 
 def snap_prove(ctx: StageContext) -> Event:
     s = ctx.sector
     source = ctx.persist_layout(s.store)
-    with ctx.stage("snap_prove", FailureCause.SnapProveFailed):
+    with ctx.stage("snap_prove", FailureCause.SnapProveFailed) as run:
         vanilla = vanilla_proofs(ctx, source.sealed, source.cache)
         update, enc = s.proof.update_proof, s.snap.encoded
-        s.snap.proof = proofs.snap_prove(update, vanilla, s.snap.comm_r_old, enc)
+        s.snap.proof = run(proofs.snap_prove, update, vanilla, s.snap.comm_r_old, enc)
         if not proofs.snap_verify(update, s.snap.proof, s.snap.comm_r_old, enc.comm_r_new, enc.comm_d_new):
             raise SealingFailure(FailureCause.SnapProveFailed, "the snap proof does not verify")
     return Event.SnapProve
