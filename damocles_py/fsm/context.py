@@ -193,11 +193,15 @@ class StageContext:
                 finally:
                     self.observer.stage_started(name)  # running again if it waited for a child
 
+            outcome = "failed"
             try:
                 with bound_to(self.log):  # the library's log lines land in this sector's log
                     yield run
-                ok = True
-            except (SealingFailure, Interrupted):
+                ok, outcome = True, "done"
+            except Interrupted:  # a pause or stop while it waited for a child: nothing ran
+                outcome = "interrupted"
+                raise
+            except SealingFailure:
                 raise
             except ProcessorCrashed as e:
                 raise SealingFailure(FailureCause.ProcessorCrashed, f"{name}: {e}") from e
@@ -214,4 +218,4 @@ class StageContext:
             finally:
                 seconds = time.monotonic() - start
                 self.observer.stage_finished(name, str(self.sector.proof.sector_size), seconds, ok)
-                self.log.info("%s: %s in %.3fs", name, "done" if ok else "failed", seconds)
+                self.log.info("%s: %s in %.3fs", name, outcome, seconds)
