@@ -61,8 +61,10 @@ def toml_value(v) -> str:
 
 def write_config(root: Path, plans=("sealer",), sealing=None, embedded=None, manager_addr=None,
                  thread_sealing=None, metrics_port=None, name="test-worker", store: Path | None = None,
-                 worker=None) -> Path:
-    """A sealing.toml under `root` with fast intervals, one persist store and the given threads."""
+                 worker=None, processors: str | None = None) -> Path:
+    """A sealing.toml under `root` with fast intervals, one persist store and the given threads.
+
+    `processors`: raw TOML appended as is (`[processors.*]` sections)."""
     sealing = {"seal_interval": "0.2s", "recover_interval": "0.5s", "rpc_polling_interval": "0.2s",
                "max_retries": 3, **(sealing or {})}
     embedded = {"miner": 1000, "sector_size": "2KiB", "state_dir": "./manager", "pieces_dir": "./pieces",
@@ -86,6 +88,8 @@ def write_config(root: Path, plans=("sealer",), sealing=None, embedded=None, man
     lines.append(f'[[attached]]\nname = "persist-a"\nlocation = "{store or "./persist/a"}"\ncreate = true\n')
     if metrics_port:
         lines.append(f'[metrics]\nenable = true\nhttp_listen = "127.0.0.1:{metrics_port}"\n')
+    if processors:
+        lines.append(processors)
     (root / "pieces").mkdir(exist_ok=True)
     path = root / "sealing.toml"
     path.write_text("\n".join(lines))
