@@ -187,12 +187,15 @@ def test_parse_config_takes_parsed_data(tmp_path):
 @pytest.mark.parametrize("value, seconds", [
     ("500ms", 0.5), ("30s", 30.0), ("5m", 300.0), ("1h", 3600.0), ("1m30s", 90.0),
     ("1h 2m 3s", 3723.0), ("1.5s", 1.5), ("1d", 86400.0), (2, 2.0), (0.25, 0.25),
+    # damocles' (humantime's) spellings: its examples write `pc1 = "5min"`
+    ("5min", 300.0), ("1min 30s", 90.0), ("5 minutes", 300.0), ("2hours", 7200.0), ("1w", 604800.0),
+    ("10sec", 10.0), ("3msec", 0.003), ("1day", 86400.0),
 ])
 def test_parse_duration(value, seconds):
     assert parse_duration(value, "k") == seconds
 
 
-@pytest.mark.parametrize("value", ["30", "soon", "5 minutes", "-5s", "0s", 0, -1, True, [1], "1ms2"])
+@pytest.mark.parametrize("value", ["30", "soon", "5 fortnights", "5 minutesx", "-5s", "0s", 0, -1, True, [1], "1ms2"])
 def test_parse_duration_rejects(value):
     with pytest.raises(ConfigError) as info:
         parse_duration(value, "sealing.seal_interval")

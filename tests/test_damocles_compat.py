@@ -21,6 +21,7 @@ import pytest
 from conftest import STARTUP_BUDGET, thread_db_rows, wait_until, worker_cli, write_config
 from damocles_py.config.load import ConfigError, load_config, parse_config
 from damocles_py.proofs import SectorSize
+from test_processors_config import existing_cpusets
 
 DATA = Path(__file__).parent / "data" / "damocles"
 
@@ -74,11 +75,15 @@ def refusals(data: dict, path: Path) -> tuple[list[str], object]:
             del table[leaf]
 
 
-def example(name: str, tmp_path: Path, replace: dict[str, str] | None = None) -> tuple[dict, Path]:
-    """A verbatim example copied into tmp_path (relative paths resolve there), parsed."""
+def example(name: str, tmp_path: Path, replace: dict[str, str] | None = None, cpusets: bool = True
+            ) -> tuple[dict, Path]:
+    """A verbatim example copied into tmp_path (relative paths resolve there), parsed. With `cpusets`,
+    its `cgroup.cpuset`s (cores 0-47 of a big box) are changed to CPUs this machine has."""
     text = (DATA / name).read_text()
     for old, new in (replace or {}).items():
         text = text.replace(old, new)
+    if cpusets:
+        text = existing_cpusets(text)
     path = tmp_path / name
     path.write_text(text)
     return tomllib.loads(text), path
@@ -90,16 +95,12 @@ def test_the_example_configs_are_damocles_own_files_verbatim():
 
 
 def test_mock_config_every_key_honoured_or_refused(tmp_path):
-    with pytest.raises(ConfigError) as info:  # as it is: the first refusal, in one line
-        load_config(example("damocles-worker.mock.toml", tmp_path)[1])
-    assert info.value.key == "processors.limitation.staggered.pc1" and "not supported yet" in str(info.value)
-    # the one line names the file's other such keys too, so one attempt shows everything to remove
-    assert str(info.value).endswith("(also not supported yet in this file: processors.tree_d, processors.pc1, "
-                                    "processors.pc2, processors.c2, processors.transfer)")
+    with pytest.raises(ConfigError) as info:  # as it is: its first cpuset names cores this box lacks
+        load_config(example("damocles-worker.mock.toml", tmp_path, cpusets=False)[1])
+    assert info.value.key == "processors.pc1[0].cgroup.cpuset" and "this machine has CPUs" in str(info.value)
 
     refused, cfg = refusals(*example("damocles-worker.mock.toml", tmp_path))
-    assert refused == ["processors.limitation.staggered.pc1", "processors.tree_d", "processors.pc1",
-                       "processors.pc2", "processors.c2", "processors.transfer"]
+    assert refused == []
     assert cfg.worker.scan_persist_stores == ()
     assert cfg.metrics.enable is True
     sm = cfg.sector_manager
@@ -111,13 +112,17 @@ def test_mock_config_every_key_honoured_or_refused(tmp_path):
     assert store.location == tmp_path / "mock-tmp" / "remote"
     assert store.name == os.path.realpath(tmp_path / "mock-tmp" / "remote") and not store.readonly
     assert cfg.processors.limitation_concurrent == {"add_pieces": 5, "pc1": 3, "pc2": 2, "c2": 1}
+    assert cfg.processors.limitation_staggered == {"pc1": 60.0}
+    assert {stage: len(entries) for stage, entries in cfg.processors.external.items()} == {
+        "tree_d": 1, "pc1": 2, "pc2": 2, "c2": 1, "transfer": 1}
     assert cfg.processors.static_tree_d == {}
 
 
 def test_docs_basic_config_every_key_honoured_or_refused(tmp_path):
     refused, cfg = refusals(*example("docs-basic.toml", tmp_path))
-    # the empty [processors.limitation.staggered] and [processors.ext_locks] tables are accepted
-    assert refused == ["processors.tree_d", "processors.pc1", "processors.pc2", "processors.c2"]
+    assert refused == []
+    assert {stage: len(entries) for stage, entries in cfg.processors.external.items()} == {
+        "tree_d": 1, "pc1": 3, "pc2": 2, "c2": 1}
     assert cfg.metrics.enable is False and cfg.sector_manager.is_venus
     assert cfg.sealing.enable_deals is True and cfg.sealing.max_retries == 3
     assert len(cfg.sealing_threads) == 3 and len(cfg.attached) == 1
@@ -136,10 +141,14 @@ def test_docs_minimal_config_every_key_honoured_or_refused(tmp_path):
     assert info.value.key == "sector_manager.rpc_client.addr" and "/ip4/127.0.0.1/tcp/1789" in str(info.value)
 
     refused, cfg = refusals(*example("docs-minimal.toml", tmp_path, {"{some_ip}": "10.0.0.2"}))
-    assert refused == ["remote_store", "processors.tree_d", "processors.pc1", "processors.pc2", "processors.c2"]
+    assert refused == ["remote_store"]
     assert cfg.sector_manager.addr == "/ip4/10.0.0.2/tcp/1789"
     assert len(cfg.sealing_threads) == 8
     assert cfg.processors.limitation_concurrent == {"pc1": 4, "pc2": 2, "c2": 1}  # [processors.limit], the old name
+    pc1 = cfg.processors.external["pc1"]
+    assert [(e.concurrent, e.numa_preferred, e.envs) for e in pc1] == [(2, n, {"FIL_PROOFS_USE_MULTICORE_SDR": "1"})
+                                                                         for n in (0, 1)]
+    assert cfg.processors.external["c2"][0].envs == {"CUDA_VISIBLE_DEVICES": "2,3"}
     assert cfg.processors.static_tree_d == {
         SectorSize(32 << 30): tmp_path / "{path to static tree_d for 32GiB}",
         SectorSize(64 << 30): tmp_path / "{path to static tree_d for 64GiB}",
@@ -165,12 +174,9 @@ def refused_line(tmp_path: Path, text: str) -> str:
 @pytest.mark.parametrize("text, key, words", [
     (THREAD.replace("./t0", "./t1") + 'plan = "unseal"\n', "sealing_thread[0].plan", "unseal plan is not supported yet"),
     (THREAD + 'plan = "wdpost"\n', "sealing_thread[0].plan", "wdpost plan is not supported yet"),
-    ("[processors.limitation.staggered]\npc2 = \"4min\"\n" + THREAD, "processors.limitation.staggered.pc2",
-     "not supported yet"),
     ("[processors.limitation.concurrent]\nwindow_post = 1\n" + THREAD,
      "processors.limitation.concurrent.window_post", "`window_post` stage is not supported yet"),
-    ("[processors.ext_locks]\ngpu1 = 1\n" + THREAD, "processors.ext_locks.gpu1", "not supported yet"),
-    ("[[processors.pc1]]\nbin = \"./pc1\"\n" + THREAD, "processors.pc1", "external processor"),
+    ("[[processors.unseal]]\nbin = \"./unseal\"\n" + THREAD, "processors.unseal", "external processor"),
     ("[[processors.sealing_daemons]]\n" + THREAD, "processors.sealing_daemons", "external processor"),
     ("[attached_selection]\nenable_space_weighted = true\n" + THREAD, "attached_selection.enable_space_weighted",
      "0.13 ignores it too"),
@@ -239,11 +245,15 @@ def test_bad_headers_refused(tmp_path):
     assert "sector_manager.rpc_client.headers.X-A: expected a one-line string" in line
 
 
-def test_hot_config_in_a_location_is_refused_not_ignored(tmp_path):
+def test_hot_config_in_a_location_is_honoured(tmp_path):
+    """damocles' `<location>/config.toml` (tests/test_processors_config.py tests it in depth)."""
     (tmp_path / "t0").mkdir()
     (tmp_path / "t0" / "config.toml").write_text('plan = "snapup"\n')
+    (t,) = load_text(tmp_path, THREAD).sealing_threads
+    assert t.plan.value == "snapup" and t.static.plan.value == "sealer"
+    (tmp_path / "t0" / "config.toml").write_text('plan = "unseal"\n')
     line = refused_line(tmp_path, THREAD)
-    assert ": sealing_thread[0].location: " in line and "hot config" in line and "not supported yet" in line
+    assert line.startswith(f"{tmp_path / 't0' / 'config.toml'}: plan: ") and "not supported yet" in line
 
 
 def test_sectorstore_json_names_attached_stores_and_scanned_ones(tmp_path):

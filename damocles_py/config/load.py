@@ -17,6 +17,7 @@ import math
 import ipaddress
 import os
 import re
+import shutil
 import socket
 import sys
 from decimal import Decimal
@@ -34,7 +35,9 @@ from damocles_py.config.schema import (
     Config,
     EmbeddedManagerConfig,
     MetricsConfig,
+    PROCESSOR_STAGES,
     Plan,
+    ProcessorConfig,
     ProcessorsConfig,
     RpcServerConfig,
     SealingConfig,
@@ -46,16 +49,18 @@ from damocles_py.errors import UserError
 from damocles_py.proofs.errors import InvalidInput
 from damocles_py.proofs.types import SectorSize
 
-__all__ = ["STAGE_NAMES", "ConfigError", "load_config", "parse_bytes", "parse_config", "parse_duration"]
+__all__ = ["STAGE_NAMES", "ConfigError", "format_cpu_list", "load_config", "load_hot_thread_config", "machine_cpus",
+           "parse_bytes", "parse_config", "parse_cpu_list", "parse_duration"]
 
 # The stages `[processors.limitation.concurrent]` may limit (damocles' names; `transfer` limits
 # our persist copies, where damocles applies it to unseal uploads only).
 STAGE_NAMES = ("add_pieces", "tree_d", "pc1", "pc2", "c1", "c2", "snap_encode", "snap_prove", "transfer")
 # damocles stages this worker does not run yet: a limit on them would limit nothing.
 STAGES_NOT_YET = ("synth_proof", "unseal", "window_post")
-# `[[processors.<stage>]]`: damocles' external processors (sub-processes), issue 9.
-EXTERNAL_PROCESSORS = ("add_pieces", "tree_d", "pc1", "pc2", "c2", "snap_encode", "snap_prove", "transfer",
-                       "unseal", "window_post", "sealing_daemons")
+# `[[processors.<stage>]]` sections damocles has for stages no plan here runs.
+PROCESSORS_NOT_YET = ("unseal", "window_post", "sealing_daemons")
+# damocles ignores a `limitation.staggered` interval below 1 s (with a warning); we refuse it.
+MIN_STAGGER = 1.0
 
 HOT_CONFIG = "config.toml"  # damocles' per-thread hot config, `<location>/config.toml`
 _MINIMAL_THREAD = '`[[sealing_thread]]` followed by the line `location = "./store/t0"`'
@@ -117,8 +122,9 @@ def parse_config(data: dict[str, Any], path: Path) -> Config:
     try:
         return _Loader(path.parent).config(data, path)
     except ConfigError as e:
-        if e.path is None:
-            e.path = path
+        if e.path is not None:  # a problem in another file (a thread's hot config.toml)
+            raise
+        e.path = path
         if NOT_YET in e.problem:  # a damocles file: name every such key at once, not one per attempt
             others = _more_not_yet(data, path, e.key)
             if others:
@@ -137,7 +143,7 @@ def _more_not_yet(data: dict[str, Any], path: Path, key: str | None) -> list[str
             _Loader(path.parent).config(data, path)
             break
         except ConfigError as e:
-            if NOT_YET not in e.problem:
+            if NOT_YET not in e.problem or e.path is not None:
                 break
             key = e.key
             found.append(key)
@@ -173,6 +179,52 @@ def _syntax_error(path: Path, e: Exception) -> ConfigError:
         path, key, f"invalid TOML: {detail}",
         "correct the TOML syntax there (strings need double quotes, a table is [name], "
         "an array of tables [[name]], each key only once)",
+    )
+
+
+def load_hot_thread_config(base: SealingThreadConfig) -> SealingThreadConfig:
+    """damocles' per-thread hot config: `<location>/config.toml` with `plan` and `[sealing]` keys,
+    merged over the thread's config from sealing.toml (defaults <- [sealing] <- [[sealing_thread]].sealing
+    <- this file). Read anew on each call; without the file, the sealing.toml config comes back (so
+    deleting the file reverts). `base` may be that config or one this function returned.
+
+    Raises ConfigError (one line, naming the hot file and its key) when the file is bad.
+    """
+    static = base.static or base
+    path = static.location / HOT_CONFIG
+    try:
+        text = path.read_bytes().decode("utf-8")
+    except FileNotFoundError:
+        return static
+    except UnicodeDecodeError as e:
+        raise ConfigError(path, None, f"not UTF-8 text ({e.reason})", "save the file as UTF-8") from None
+    except OSError as e:
+        raise ConfigError(path, None, f"cannot read this thread's hot config ({e.strerror})",
+                          "check its permissions, or delete it to use the thread's config from sealing.toml") from None
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as e:
+        raise _syntax_error(path, e) from None
+    try:
+        if "location" in data:
+            raise _invalid("location", "a thread's location cannot change in its hot config",
+                           "remove the line (the location is set in sealing.toml)")
+        for name in data:
+            if name not in _HOT_THREAD:
+                close = difflib.get_close_matches(name.lower(), list(_HOT_THREAD), n=1)
+                raise _invalid(name, "unknown key", f"did you mean `{close[0]}`?" if close else
+                               "remove it; a hot config holds only `plan` and `[sealing]` keys")
+        values = _fields(data, "", _HOT_THREAD)
+    except ConfigError as e:
+        e.path = path
+        raise
+    if not values:
+        return static
+    return dataclasses.replace(
+        static,
+        plan=values.get("plan", static.plan),
+        sealing=dataclasses.replace(static.sealing, **values.get("sealing", {})),
+        static=static,
     )
 
 
@@ -243,6 +295,19 @@ def _string(value: Any, key: str) -> str:
         raise _invalid(key, f"expected a non-empty string, got {_given(value)}",
                        f'write it like {_example(key, "name")}')
     return value
+
+
+def _db_url(value: Any, key: str) -> str:
+    """The embedded manager's database: a PostgreSQL URL, or sqlite:PATH (see manager.sql.parse_db)."""
+    from damocles_py.manager.sql import parse_db
+
+    text = _string(value, key)
+    try:
+        parse_db(text, key)
+    except ValueError as e:
+        problem, _, fix = str(e).removeprefix(f"{key}: ").partition(". Fix: ")
+        raise _invalid(key, problem, fix or "write it like \"postgresql://user:pw@host:5432/db\"") from None
+    return text
 
 
 def _host_port(example: str) -> Parser:
@@ -356,8 +421,13 @@ def _list_of(parse_item: Parser) -> Parser:
 
 # Decimal, so "500ms" is exactly 0.5 and "1.1s" exactly 1.1
 _DURATION_UNITS = {"ms": Decimal("0.001"), "s": Decimal(1), "m": Decimal(60), "h": Decimal(3600),
-                   "d": Decimal(86400)}
-_DURATION_PART = r"(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)"  # "ms" before "m", or "5ms" would read as 5m + s
+                   "d": Decimal(86400), "w": Decimal(7 * 86400)}
+# damocles' (humantime's) spellings too: its examples write `pc1 = "5min"`
+_DURATION_ALIASES = {"msec": "ms", "sec": "s", "secs": "s", "second": "s", "seconds": "s", "min": "m",
+                     "mins": "m", "minute": "m", "minutes": "m", "hr": "h", "hrs": "h", "hour": "h",
+                     "hours": "h", "day": "d", "days": "d", "week": "w", "weeks": "w"}
+# longest first, so "5ms" is not read as 5m + s, nor "5min" as 5m + "in"
+_DURATION_PART = rf"(\d+(?:\.\d+)?)\s*({'|'.join(sorted([*_DURATION_UNITS, *_DURATION_ALIASES], key=len, reverse=True))})"
 _DURATION_RE = re.compile(rf"(?:{_DURATION_PART}\s*)+")
 
 
@@ -373,11 +443,12 @@ def parse_duration(value: Any, key: str) -> float:
     if isinstance(value, (int, float)) and not isinstance(value, bool):
         seconds = float(value)
     elif isinstance(value, str) and _DURATION_RE.fullmatch(value.strip()):
-        seconds = float(sum(Decimal(n) * _DURATION_UNITS[u] for n, u in re.findall(_DURATION_PART, value)))
+        seconds = float(sum(Decimal(n) * _DURATION_UNITS[_DURATION_ALIASES.get(u, u)]
+                            for n, u in re.findall(_DURATION_PART, value)))
     else:
         raise _invalid(key, f"expected a duration, got {_given(value)}",
                        f'write it like {_example(key, "30s")} '
-                       "(units ms, s, m, h, d; combine like \"1m30s\"), or a number of seconds")
+                       "(units ms, s, m or min, h, d, w; combine like \"1m30s\"), or a number of seconds")
     if not (math.isfinite(seconds) and seconds > 0):
         raise _invalid(key, f"the duration must be more than zero, got {_given(value)}",
                        f'write a positive duration like {_example(key, "30s")}')
@@ -406,6 +477,60 @@ def parse_bytes(value: Any, key: str) -> int:
     raise _invalid(key, f"expected a size in bytes, got {_given(value)}",
                    f'write it like {_example(key, "512MiB")} '
                    "(units B, KiB, MiB, GiB, TiB: binary, so KiB rather than KB), or a whole number of bytes")
+
+
+# The kernel's CPU list syntax, as damocles' `cgroup.cpuset` and /sys/devices/system/cpu/online write it.
+_CPU_RANGE_RE = re.compile(r"(\d+)(?:-(\d+))?")
+_MAX_CPU = 1 << 16  # beyond any kernel's NR_CPUS: refused before a huge range is expanded
+
+
+def parse_cpu_list(text: str) -> tuple[int, ...] | None:
+    """"0-3,6,8-11" as sorted CPU numbers; None when it is not in that syntax."""
+    cpus: set[int] = set()
+    for part in text.split(","):
+        m = _CPU_RANGE_RE.fullmatch(part.strip())
+        if m is None:
+            return None
+        low, high = int(m.group(1)), int(m.group(2) or m.group(1))
+        if high < low or high >= _MAX_CPU:
+            return None
+        cpus.update(range(low, high + 1))
+    return tuple(sorted(cpus))
+
+
+def format_cpu_list(cpus: Collection[int]) -> str:
+    """The inverse of parse_cpu_list: (0, 1, 2, 3, 6) -> "0-3,6"."""
+    runs: list[list[int]] = []
+    for cpu in sorted(set(cpus)):
+        if runs and runs[-1][1] == cpu - 1:
+            runs[-1][1] = cpu
+        else:
+            runs.append([cpu, cpu])
+    return ",".join(str(low) if low == high else f"{low}-{high}" for low, high in runs)
+
+
+def machine_cpus() -> tuple[int, ...]:
+    """The CPUs a child of this process can be pinned to: the kernel's affinity mask (which a
+    container's cpuset narrows), else every CPU the OS counts."""
+    try:
+        return tuple(sorted(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):  # no sched_getaffinity (macOS)
+        return tuple(range(os.cpu_count() or 1))
+
+
+def _cpuset(value: Any, key: str) -> tuple[str, tuple[int, ...]]:
+    """damocles' `cgroup.cpuset`: (the text as written, its CPUs), each CPU checked to exist here."""
+    cpus = parse_cpu_list(value) if isinstance(value, str) else None
+    if not cpus:
+        raise _invalid(key, f"expected a CPU list, got {_given(value)}",
+                       'write CPU numbers and ranges like `cgroup.cpuset = "0-3,6,8-11"`')
+    have = machine_cpus()
+    missing = sorted(set(cpus) - set(have))
+    if missing:
+        names = f"CPU {missing[0]}" if len(missing) == 1 else f"CPUs {format_cpu_list(missing)}"
+        raise _invalid(key, f"names {names}, this machine has CPUs {format_cpu_list(have)}",
+                       f'name only CPUs this machine has, e.g. `cgroup.cpuset = "{format_cpu_list(have)}"`')
+    return "".join(value.split()), cpus  # as written, less spaces (the kernel's cpuset.cpus takes none)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -548,6 +673,9 @@ def _sealing_fields(value: Any, key: str) -> dict[str, Any]:
     return {k: v for k, v in _fields(value, key, _SEALING).items() if k in _SEALING_FIELDS}
 
 
+_HOT_THREAD: dict[str, Parser] = {"plan": _plan, "sealing": _sealing_fields}  # a [[sealing_thread]] minus location
+
+
 _RPC_SERVER: dict[str, Parser] = {"host": _string, "port": _int(1, 65535, 17890)}
 _ADMIN_SERVER: dict[str, Parser] = {"host": _string, "port": _int(1, 65535, 17891)}
 
@@ -563,13 +691,75 @@ _STAGE_LIMITS: dict[str, Parser] = {
     **dict.fromkeys(STAGE_NAMES, _int(1, example=1)),
     **dict.fromkeys(STAGES_NOT_YET, _not_yet("a limit on the `{leaf}` stage", "remove the line: no plan here runs that stage")),
 }
-_EXTERNAL = _not_yet("[[processors.{leaf}]], an external processor (a sub-process for the stage)",
-                     "remove the section: every stage runs inside the worker process here; limit stages with "
-                     "[processors.limitation.concurrent]")
+_EXTERNAL_NOT_YET = _not_yet("[[processors.{leaf}]], an external processor for a stage no plan here runs,",
+                             "remove the section")
+
+
+def _stagger(value: Any, key: str) -> float:
+    seconds = parse_duration(value, key)
+    if seconds < MIN_STAGGER:  # damocles silently drops such a value; we say so instead
+        raise _invalid(key, f"the interval must be at least 1s (damocles ignores a shorter one), got {_given(value)}",
+                       f'write at least {_example(key, "1s")}, or remove the line for no spacing')
+    return seconds
+
+
 _LIMITATION: dict[str, Parser] = {
     "concurrent": _fields_of(_STAGE_LIMITS),
-    "staggered": _empty_only("a staggered stage start", "remove the line"),
+    "staggered": _fields_of({
+        **dict.fromkeys(STAGE_NAMES, _stagger),
+        **dict.fromkeys(STAGES_NOT_YET, _not_yet("spacing the `{leaf}` stage", "remove the line: no plan here runs that stage")),
+    }),
 }
+
+
+def _ext_locks(value: Any, key: str) -> dict[str, int]:
+    """`[processors.ext_locks] gpu = 1`: named semaphores, held by the processors that list them."""
+    return {name: _int(1, example=1)(count, _join(key, name)) for name, count in _table(value, key).items()}
+
+
+def _arg(value: Any, key: str) -> str:
+    if not isinstance(value, str) or "\0" in value:
+        raise _invalid(key, f"expected a string, got {_given(value)}", f'write it in quotes, like {_example(key, "--flag")}')
+    return value
+
+
+def _envs(value: Any, key: str) -> dict[str, str]:
+    """`envs = { NAME = "value" }`: set in the child's environment (after the inherited one)."""
+    envs = {}
+    for name, text in _table(value, key).items():
+        if not name or "=" in name or "\0" in name:
+            raise _invalid(_join(key, json.dumps(name)), "not a valid environment variable name",
+                           "use letters, digits and underscores, like `FIL_PROOFS_USE_MULTICORE_SDR`")
+        if not isinstance(text, str) or "\0" in text:
+            example = json.dumps(text) if isinstance(text, (bool, int, float)) else "value"
+            raise _invalid(_join(key, name), f"expected a string, got {_given(text)}",
+                           f'write the value in quotes, like `{name} = "{example}"`')
+        envs[name] = text
+    return envs
+
+
+def _group_name(value: Any, key: str) -> str:
+    """`cgroup.group_name`: the parent cgroup, a relative path under the cgroup root."""
+    name = _string(value, key)
+    if name.startswith("/") or ".." in name.split("/") or "\0" in name:
+        raise _invalid(key, f"expected a cgroup name below the cgroup root, got {_given(value)}",
+                       f'write a relative name like {_example(key, "vc-worker")}')
+    return name
+
+
+def _unique(parse_item: Parser, fix: str) -> Parser:
+    """A list whose items may appear once (a lock taken twice by one task would wait on itself)."""
+
+    def parse(value: Any, key: str) -> tuple:
+        items = _list_of(parse_item)(value, key)
+        for i, item in enumerate(items):
+            if item in items[:i]:
+                raise _invalid(f"{key}[{i}]", f"{json.dumps(item)} is listed twice", fix)
+        return items
+
+    return parse
+
+
 _SECTIONS = ("worker", "sector_manager", "sealing", "sealing_thread", "attached", "metrics", "processors")
 # Sections damocles-worker 0.13 no longer reads (its example files still carry them).
 _RETIRED: dict[str, Parser] = {
@@ -677,6 +867,7 @@ class _Loader:
             "ticket_expiry_epochs": _int(1, example=900),
             "seed_expiry_epochs": _int(1, example=900),
             "worker_timeout": parse_duration,
+            "db": _db_url,
         })
         values.setdefault("state_dir", self.resolve(EmbeddedManagerConfig.state_dir))
         return EmbeddedManagerConfig(**values)
@@ -693,17 +884,13 @@ class _Loader:
     def thread(self, value: Any, key: str, index: int, sealing: SealingConfig) -> SealingThreadConfig:
         values = _fields(value, key, {"location": self.path, "plan": _plan, "sealing": _sealing_fields})
         location = _required(values, "location", key, '"./store/t0"')
-        if os.path.lexists(location / HOT_CONFIG):  # damocles re-reads it per sector; ignoring it would mislead
-            raise _invalid(_join(key, "location"), f"{location / HOT_CONFIG} is a damocles per-thread hot config, "
-                           "not supported yet by damocles-py",
-                           "move its `plan` and `[sealing]` keys into this [[sealing_thread]] "
-                           "(`plan = ...`, `sealing.<key> = ...`) and delete the file")
-        return SealingThreadConfig(
+        static = SealingThreadConfig(
             index=index,
             location=location,
             plan=values.get("plan", Plan.sealer),
             sealing=dataclasses.replace(sealing, **values.get("sealing", {})),  # per-thread overrides win
         )
+        return load_hot_thread_config(static)  # a bad hot file stops the start like any config error
 
     def attached(self, value: Any, key: str) -> tuple[AttachedStoreConfig, ...]:
         stores = tuple(self.store(t, f"{key}[{i}]") for i, t in enumerate(_array_of_tables(value, key)))
@@ -747,14 +934,73 @@ class _Loader:
             "limitation": _fields_of(_LIMITATION),
             "limit": _fields_of(_STAGE_LIMITS),  # damocles' legacy name of limitation.concurrent
             "static_tree_d": self.static_tree_d,
-            "ext_locks": _empty_only("an external-processor lock", "remove the line (it needs [[processors.<stage>]])"),
-            **dict.fromkeys(EXTERNAL_PROCESSORS, _EXTERNAL),
+            "ext_locks": _ext_locks,
+            **dict.fromkeys(PROCESSOR_STAGES, self.processor_entries),
+            **dict.fromkeys(PROCESSORS_NOT_YET, _EXTERNAL_NOT_YET),
         })
-        concurrent = values.get("limitation", {}).get("concurrent")
+        limitation = values.get("limitation", {})
+        concurrent = limitation.get("concurrent")
+        ext_locks = values.get("ext_locks", {})
+        external = {stage: values[stage] for stage in PROCESSOR_STAGES if values.get(stage)}
+        for stage, entries in external.items():
+            for i, entry in enumerate(entries):
+                for j, lock in enumerate(entry.locks):
+                    if lock not in ext_locks:
+                        declared = f"the declared ones are {', '.join(ext_locks)}" if ext_locks else "none is declared"
+                        raise _invalid(f"{key}.{stage}[{i}].locks[{j}]",
+                                       f"lock {json.dumps(lock)} is not in [processors.ext_locks] ({declared})",
+                                       f"declare it with `{lock} = 1` under [processors.ext_locks], or remove it here")
         return ProcessorsConfig(
             limitation_concurrent=values.get("limit", {}) if concurrent is None else concurrent,
+            limitation_staggered=limitation.get("staggered", {}),
+            ext_locks=ext_locks,
+            external=external,
             static_tree_d=values.get("static_tree_d", {}),
         )
+
+    def processor_entries(self, value: Any, key: str) -> tuple[ProcessorConfig, ...]:
+        """`[[processors.<stage>]]`: one long-lived child process per entry."""
+        stage = _leaf(key)
+        return tuple(self.processor(t, f"{key}[{i}]", stage) for i, t in enumerate(_array_of_tables(value, key)))
+
+    def processor(self, value: Any, key: str, stage: str) -> ProcessorConfig:
+        values = _fields(value, key, {
+            "bin": self.program,
+            "args": _list_of(_arg),
+            "envs": _envs,
+            "inherit_envs": _bool,
+            "concurrent": _int(1, example=2),
+            "locks": _unique(_string, "list each lock once: a task holds one slot of each"),
+            "cgroup": _fields_of({"cpuset": _cpuset, "group_name": _group_name}),
+            "numa_preferred": _int(0, example=0),  # not checked against this box: no NUMA is a no-op
+            "stable_wait": parse_duration,
+            "auto_restart": _bool,
+        })
+        cgroup = values.pop("cgroup", {})
+        if "cpuset" in cgroup:
+            values["cpuset_text"], values["cpuset"] = cgroup["cpuset"]
+        if "group_name" in cgroup:
+            values["cgroup_group_name"] = cgroup["group_name"]
+        return ProcessorConfig(stage=stage, **values)
+
+    def program(self, value: Any, key: str) -> str:
+        """`bin`: a program name looked up on PATH, or a path (relative: to the config file's
+        directory). Checked now, so that a typo stops the start rather than a stage later."""
+        if isinstance(value, str) and value.strip() and not any(c in value for c in "/\0") and value[0] != "~":
+            if shutil.which(value) is None:
+                raise _invalid(key, f"no program {json.dumps(value)} on PATH",
+                               f'write its full path, like {_example(key, "/usr/local/bin/" + value)}')
+            return value
+        path = self.path(value, key)
+        try:
+            problem = None if path.is_file() and os.access(path, os.X_OK) else (
+                "is not an executable file" if path.exists() else "does not exist")
+        except OSError as e:  # a name too long, a loop of links
+            problem = f"cannot be checked ({e.strerror})"
+        if problem:
+            raise _invalid(key, f"{path} {problem}",
+                           "point it at the processor program (chmod +x it), or remove `bin` to run this worker's own")
+        return str(path)
 
     def static_tree_d(self, value: Any, key: str) -> dict[SectorSize, Path]:
         files: dict[SectorSize, Path] = {}

@@ -74,6 +74,9 @@ class EmbeddedManagerConfig:
     ticket_expiry_epochs: int = 900  # a pre-commit must land within this many epochs of its ticket
     seed_expiry_epochs: int = 900  # a proof must be submitted within this many epochs of its seed
     worker_timeout: float = 60.0  # seconds without a ping or call before a worker is lost
+    # Where the state lives: None, the SQLite file in state_dir; or "postgresql://..." (or "sqlite:PATH"),
+    # checked when read (see damocles_py.manager.sql.parse_db)
+    db: str | None = None
 
     @property
     def seal_proof(self) -> SealProof:
@@ -144,7 +147,10 @@ class SealingThreadConfig:
     index: int
     location: Path
     plan: Plan
-    sealing: SealingConfig  # [sealing] merged with this thread's overrides
+    sealing: SealingConfig  # [sealing] merged with this thread's overrides (and its hot config's)
+    # When `<location>/config.toml` (damocles' hot config) applies: this thread's config from
+    # sealing.toml, which a later reload merges onto again (and returns when the file is gone).
+    static: SealingThreadConfig | None = field(default=None, compare=False, repr=False)
 
 
 @dataclass(frozen=True)
