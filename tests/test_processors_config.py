@@ -363,3 +363,27 @@ def test_unreadable_hot_config(tmp_path):
     with pytest.raises(ConfigError) as info:
         load_hot_thread_config(static)
     assert str(info.value).startswith(f"{tmp_path / 't0' / 'config.toml'}: cannot read this thread's hot config")
+
+
+def test_daemon_start_with_a_missing_cpu_or_a_bad_hot_config_is_one_line_and_creates_nothing(tmp_path):
+    """Through the real command line: the daemon stops before anything starts or is written."""
+    from conftest import worker_cli
+
+    config = tmp_path / "sealing.toml"
+    config.write_text(THREAD + f'[[processors.c2]]\ncgroup.cpuset = "{BIG_CPU}-{BIG_CPU + 15}"\n')
+    result = worker_cli("daemon", "-c", str(config), check=False)
+    assert result.returncode != 0 and result.stdout == ""
+    assert result.stderr.count("\n") == 1, result.stderr
+    assert f"{config}: processors.c2[0].cgroup.cpuset: names CPUs {BIG_CPU}-{BIG_CPU + 15}, " \
+           f"this machine has CPUs {format_cpu_list(HAVE)}. Fix: " in result.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["sealing.toml"]
+
+    # a bad hot config at start: the same, naming that file
+    config.write_text(THREAD)
+    hot_file = tmp_path / "store" / "t0" / "config.toml"
+    hot_file.parent.mkdir(parents=True)
+    hot_file.write_text('plan = "snap"\n')
+    result = worker_cli("daemon", "-c", str(config), check=False)
+    assert result.returncode != 0 and result.stderr.count("\n") == 1, result.stderr
+    assert f"{hot_file}: plan: unknown plan" in result.stderr and "did you mean `snapup`?" in result.stderr
+    assert sorted(p.name for p in (tmp_path / "store" / "t0").iterdir()) == ["config.toml"]

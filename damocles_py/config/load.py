@@ -427,7 +427,8 @@ _DURATION_ALIASES = {"msec": "ms", "sec": "s", "secs": "s", "second": "s", "seco
                      "mins": "m", "minute": "m", "minutes": "m", "hr": "h", "hrs": "h", "hour": "h",
                      "hours": "h", "day": "d", "days": "d", "week": "w", "weeks": "w"}
 # longest first, so "5ms" is not read as 5m + s, nor "5min" as 5m + "in"
-_DURATION_PART = rf"(\d+(?:\.\d+)?)\s*({'|'.join(sorted([*_DURATION_UNITS, *_DURATION_ALIASES], key=len, reverse=True))})"
+_DURATION_UNIT_NAMES = sorted([*_DURATION_UNITS, *_DURATION_ALIASES], key=len, reverse=True)
+_DURATION_PART = rf"(\d+(?:\.\d+)?)\s*({'|'.join(_DURATION_UNIT_NAMES)})"
 _DURATION_RE = re.compile(rf"(?:{_DURATION_PART}\s*)+")
 
 
@@ -707,7 +708,8 @@ _LIMITATION: dict[str, Parser] = {
     "concurrent": _fields_of(_STAGE_LIMITS),
     "staggered": _fields_of({
         **dict.fromkeys(STAGE_NAMES, _stagger),
-        **dict.fromkeys(STAGES_NOT_YET, _not_yet("spacing the `{leaf}` stage", "remove the line: no plan here runs that stage")),
+        **dict.fromkeys(STAGES_NOT_YET, _not_yet("spacing the `{leaf}` stage",
+                                                 "remove the line: no plan here runs that stage")),
     }),
 }
 
@@ -719,7 +721,8 @@ def _ext_locks(value: Any, key: str) -> dict[str, int]:
 
 def _arg(value: Any, key: str) -> str:
     if not isinstance(value, str) or "\0" in value:
-        raise _invalid(key, f"expected a string, got {_given(value)}", f'write it in quotes, like {_example(key, "--flag")}')
+        raise _invalid(key, f"expected a string, got {_given(value)}",
+                       f'write it in quotes, like {_example(key, "--flag")}')
     return value
 
 
