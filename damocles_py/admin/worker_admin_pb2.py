@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x12worker_admin.proto\x12\x12\x64\x61mocles.worker.v1\"X\n\x07\x46\x61ilure\x12\r\n\x05\x63\x61use\x18\x01 \x01(\t\x12\r\n\x05level\x18\x02 \x01(\t\x12\x0e\n\x06\x64\x65tail\x18\x03 \x01(\t\x12\x0f\n\x07meaning\x18\x04 \x01(\t\x12\x0e\n\x06\x61\x63tion\x18\x05 \x01(\t\"\xfe\x01\n\nThreadInfo\x12\r\n\x05index\x18\x01 \x01(\r\x12\x0c\n\x04plan\x18\x02 \x01(\t\x12\x10\n\x08location\x18\x03 \x01(\t\x12\x11\n\tsector_id\x18\x04 \x01(\t\x12\r\n\x05state\x18\x05 \x01(\t\x12\x14\n\x0cthread_state\x18\x06 \x01(\t\x12\r\n\x05stage\x18\x07 \x01(\t\x12\x18\n\x10seconds_in_state\x18\x08 \x01(\x01\x12\x31\n\x0clast_failure\x18\t \x01(\x0b\x32\x1b.damocles.worker.v1.Failure\x12\x13\n\x0bhas_failure\x18\n \x01(\x08\x12\x18\n\x10resumable_states\x18\x0b \x03(\t\"\r\n\x0bListRequest\"O\n\x0cListResponse\x12\x0e\n\x06worker\x18\x01 \x01(\t\x12/\n\x07threads\x18\x02 \x03(\x0b\x32\x1e.damocles.worker.v1.ThreadInfo\"\x1d\n\x0cPauseRequest\x12\r\n\x05index\x18\x01 \x01(\r\"2\n\rPauseResponse\x12\x10\n\x08\x61\x63\x63\x65pted\x18\x01 \x01(\x08\x12\x0f\n\x07message\x18\x02 \x01(\t\"-\n\rResumeRequest\x12\r\n\x05index\x18\x01 \x01(\r\x12\r\n\x05state\x18\x02 \x01(\t\"3\n\x0eResumeResponse\x12\x10\n\x08\x61\x63\x63\x65pted\x18\x01 \x01(\x08\x12\x0f\n\x07message\x18\x02 \x01(\t\"\xab\x01\n\x0cHistoryEntry\x12\n\n\x02ts\x18\x01 \x01(\x01\x12\x0c\n\x04prev\x18\x02 \x01(\t\x12\r\n\x05\x65vent\x18\x03 \x01(\t\x12\x0c\n\x04next\x18\x04 \x01(\t\x12\x10\n\x08\x64uration\x18\x05 \x01(\x01\x12\x14\n\x0chas_duration\x18\x06 \x01(\x08\x12\x15\n\rfailure_level\x18\x07 \x01(\t\x12\x15\n\rfailure_cause\x18\x08 \x01(\t\x12\x0e\n\x06\x64\x65tail\x18\t \x01(\t\"\xfe\x01\n\tSectorJob\x12\x0e\n\x06thread\x18\x01 \x01(\r\x12\x0c\n\x04plan\x18\x02 \x01(\t\x12\r\n\x05state\x18\x03 \x01(\t\x12\x0c\n\x04\x64one\x18\x04 \x01(\x08\x12\x0e\n\x06paused\x18\x05 \x01(\x08\x12,\n\x07\x66\x61ilure\x18\x06 \x01(\x0b\x32\x1b.damocles.worker.v1.Failure\x12\x13\n\x0bhas_failure\x18\x07 \x01(\x08\x12\x31\n\x07history\x18\x08 \x03(\x0b\x32 .damocles.worker.v1.HistoryEntry\x12\x0b\n\x03log\x18\t \x01(\t\x12\x12\n\nproof_type\x18\n \x01(\t\x12\x0f\n\x07retries\x18\x0b \x01(\r\"L\n\x12SectorDebugRequest\x12\x11\n\tsector_id\x18\x01 \x01(\t\x12\x0c\n\x04logs\x18\x02 \x01(\x08\x12\x15\n\rmax_log_bytes\x18\x03 \x01(\r\"k\n\x13SectorDebugResponse\x12\x11\n\tsector_id\x18\x01 \x01(\t\x12+\n\x04jobs\x18\x02 \x03(\x0b\x32\x1d.damocles.worker.v1.SectorJob\x12\x14\n\x0cmanager_view\x18\x03 \x01(\t2\xd7\x02\n\x0bWorkerAdmin\x12I\n\x04List\x12\x1f.damocles.worker.v1.ListRequest\x1a .damocles.worker.v1.ListResponse\x12L\n\x05Pause\x12 .damocles.worker.v1.PauseRequest\x1a!.damocles.worker.v1.PauseResponse\x12O\n\x06Resume\x12!.damocles.worker.v1.ResumeRequest\x1a\".damocles.worker.v1.ResumeResponse\x12^\n\x0bSectorDebug\x12&.damocles.worker.v1.SectorDebugRequest\x1a\'.damocles.worker.v1.SectorDebugResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x12worker_admin.proto\x12\x12\x64\x61mocles.worker.v1\"X\n\x07\x46\x61ilure\x12\r\n\x05\x63\x61use\x18\x01 \x01(\t\x12\r\n\x05level\x18\x02 \x01(\t\x12\x0e\n\x06\x64\x65tail\x18\x03 \x01(\t\x12\x0f\n\x07meaning\x18\x04 \x01(\t\x12\x0e\n\x06\x61\x63tion\x18\x05 \x01(\t\"\x97\x02\n\nThreadInfo\x12\r\n\x05index\x18\x01 \x01(\r\x12\x0c\n\x04plan\x18\x02 \x01(\t\x12\x10\n\x08location\x18\x03 \x01(\t\x12\x11\n\tsector_id\x18\x04 \x01(\t\x12\r\n\x05state\x18\x05 \x01(\t\x12\x14\n\x0cthread_state\x18\x06 \x01(\t\x12\r\n\x05stage\x18\x07 \x01(\t\x12\x18\n\x10seconds_in_state\x18\x08 \x01(\x01\x12\x31\n\x0clast_failure\x18\t \x01(\x0b\x32\x1b.damocles.worker.v1.Failure\x12\x13\n\x0bhas_failure\x18\n \x01(\x08\x12\x18\n\x10resumable_states\x18\x0b \x03(\t\x12\x17\n\x0fseconds_waiting\x18\x0c \x01(\x01\"\x90\x01\n\rProcessorInfo\x12\r\n\x05stage\x18\x01 \x01(\t\x12\r\n\x05index\x18\x02 \x01(\r\x12\x0b\n\x03pid\x18\x03 \x01(\r\x12\x0e\n\x06\x63puset\x18\x04 \x01(\t\x12\r\n\x05state\x18\x05 \x01(\t\x12\x0f\n\x07sectors\x18\x06 \x03(\t\x12\x12\n\ntasks_done\x18\x07 \x01(\x04\x12\x10\n\x08restarts\x18\x08 \x01(\r\"<\n\tStageLoad\x12\r\n\x05stage\x18\x01 \x01(\t\x12\x0f\n\x07running\x18\x02 \x01(\r\x12\x0f\n\x07waiting\x18\x03 \x01(\r\"\r\n\x0bListRequest\"\xb5\x01\n\x0cListResponse\x12\x0e\n\x06worker\x18\x01 \x01(\t\x12/\n\x07threads\x18\x02 \x03(\x0b\x32\x1e.damocles.worker.v1.ThreadInfo\x12\x35\n\nprocessors\x18\x03 \x03(\x0b\x32!.damocles.worker.v1.ProcessorInfo\x12-\n\x06stages\x18\x04 \x03(\x0b\x32\x1d.damocles.worker.v1.StageLoad\"\x1d\n\x0cPauseRequest\x12\r\n\x05index\x18\x01 \x01(\r\"2\n\rPauseResponse\x12\x10\n\x08\x61\x63\x63\x65pted\x18\x01 \x01(\x08\x12\x0f\n\x07message\x18\x02 \x01(\t\"-\n\rResumeRequest\x12\r\n\x05index\x18\x01 \x01(\r\x12\r\n\x05state\x18\x02 \x01(\t\"3\n\x0eResumeResponse\x12\x10\n\x08\x61\x63\x63\x65pted\x18\x01 \x01(\x08\x12\x0f\n\x07message\x18\x02 \x01(\t\"\xab\x01\n\x0cHistoryEntry\x12\n\n\x02ts\x18\x01 \x01(\x01\x12\x0c\n\x04prev\x18\x02 \x01(\t\x12\r\n\x05\x65vent\x18\x03 \x01(\t\x12\x0c\n\x04next\x18\x04 \x01(\t\x12\x10\n\x08\x64uration\x18\x05 \x01(\x01\x12\x14\n\x0chas_duration\x18\x06 \x01(\x08\x12\x15\n\rfailure_level\x18\x07 \x01(\t\x12\x15\n\rfailure_cause\x18\x08 \x01(\t\x12\x0e\n\x06\x64\x65tail\x18\t \x01(\t\"\xfe\x01\n\tSectorJob\x12\x0e\n\x06thread\x18\x01 \x01(\r\x12\x0c\n\x04plan\x18\x02 \x01(\t\x12\r\n\x05state\x18\x03 \x01(\t\x12\x0c\n\x04\x64one\x18\x04 \x01(\x08\x12\x0e\n\x06paused\x18\x05 \x01(\x08\x12,\n\x07\x66\x61ilure\x18\x06 \x01(\x0b\x32\x1b.damocles.worker.v1.Failure\x12\x13\n\x0bhas_failure\x18\x07 \x01(\x08\x12\x31\n\x07history\x18\x08 \x03(\x0b\x32 .damocles.worker.v1.HistoryEntry\x12\x0b\n\x03log\x18\t \x01(\t\x12\x12\n\nproof_type\x18\n \x01(\t\x12\x0f\n\x07retries\x18\x0b \x01(\r\"L\n\x12SectorDebugRequest\x12\x11\n\tsector_id\x18\x01 \x01(\t\x12\x0c\n\x04logs\x18\x02 \x01(\x08\x12\x15\n\rmax_log_bytes\x18\x03 \x01(\r\"k\n\x13SectorDebugResponse\x12\x11\n\tsector_id\x18\x01 \x01(\t\x12+\n\x04jobs\x18\x02 \x03(\x0b\x32\x1d.damocles.worker.v1.SectorJob\x12\x14\n\x0cmanager_view\x18\x03 \x01(\t2\xd7\x02\n\x0bWorkerAdmin\x12I\n\x04List\x12\x1f.damocles.worker.v1.ListRequest\x1a .damocles.worker.v1.ListResponse\x12L\n\x05Pause\x12 .damocles.worker.v1.PauseRequest\x1a!.damocles.worker.v1.PauseResponse\x12O\n\x06Resume\x12!.damocles.worker.v1.ResumeRequest\x1a\".damocles.worker.v1.ResumeResponse\x12^\n\x0bSectorDebug\x12&.damocles.worker.v1.SectorDebugRequest\x1a\'.damocles.worker.v1.SectorDebugResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -34,27 +34,31 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_FAILURE']._serialized_start=42
   _globals['_FAILURE']._serialized_end=130
   _globals['_THREADINFO']._serialized_start=133
-  _globals['_THREADINFO']._serialized_end=387
-  _globals['_LISTREQUEST']._serialized_start=389
-  _globals['_LISTREQUEST']._serialized_end=402
-  _globals['_LISTRESPONSE']._serialized_start=404
-  _globals['_LISTRESPONSE']._serialized_end=483
-  _globals['_PAUSEREQUEST']._serialized_start=485
-  _globals['_PAUSEREQUEST']._serialized_end=514
-  _globals['_PAUSERESPONSE']._serialized_start=516
-  _globals['_PAUSERESPONSE']._serialized_end=566
-  _globals['_RESUMEREQUEST']._serialized_start=568
-  _globals['_RESUMEREQUEST']._serialized_end=613
-  _globals['_RESUMERESPONSE']._serialized_start=615
-  _globals['_RESUMERESPONSE']._serialized_end=666
-  _globals['_HISTORYENTRY']._serialized_start=669
-  _globals['_HISTORYENTRY']._serialized_end=840
-  _globals['_SECTORJOB']._serialized_start=843
-  _globals['_SECTORJOB']._serialized_end=1097
-  _globals['_SECTORDEBUGREQUEST']._serialized_start=1099
-  _globals['_SECTORDEBUGREQUEST']._serialized_end=1175
-  _globals['_SECTORDEBUGRESPONSE']._serialized_start=1177
-  _globals['_SECTORDEBUGRESPONSE']._serialized_end=1284
-  _globals['_WORKERADMIN']._serialized_start=1287
-  _globals['_WORKERADMIN']._serialized_end=1630
+  _globals['_THREADINFO']._serialized_end=412
+  _globals['_PROCESSORINFO']._serialized_start=415
+  _globals['_PROCESSORINFO']._serialized_end=559
+  _globals['_STAGELOAD']._serialized_start=561
+  _globals['_STAGELOAD']._serialized_end=621
+  _globals['_LISTREQUEST']._serialized_start=623
+  _globals['_LISTREQUEST']._serialized_end=636
+  _globals['_LISTRESPONSE']._serialized_start=639
+  _globals['_LISTRESPONSE']._serialized_end=820
+  _globals['_PAUSEREQUEST']._serialized_start=822
+  _globals['_PAUSEREQUEST']._serialized_end=851
+  _globals['_PAUSERESPONSE']._serialized_start=853
+  _globals['_PAUSERESPONSE']._serialized_end=903
+  _globals['_RESUMEREQUEST']._serialized_start=905
+  _globals['_RESUMEREQUEST']._serialized_end=950
+  _globals['_RESUMERESPONSE']._serialized_start=952
+  _globals['_RESUMERESPONSE']._serialized_end=1003
+  _globals['_HISTORYENTRY']._serialized_start=1006
+  _globals['_HISTORYENTRY']._serialized_end=1177
+  _globals['_SECTORJOB']._serialized_start=1180
+  _globals['_SECTORJOB']._serialized_end=1434
+  _globals['_SECTORDEBUGREQUEST']._serialized_start=1436
+  _globals['_SECTORDEBUGREQUEST']._serialized_end=1512
+  _globals['_SECTORDEBUGRESPONSE']._serialized_start=1514
+  _globals['_SECTORDEBUGRESPONSE']._serialized_end=1621
+  _globals['_WORKERADMIN']._serialized_start=1624
+  _globals['_WORKERADMIN']._serialized_end=1967
 # @@protoc_insertion_point(module_scope)

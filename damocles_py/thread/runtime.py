@@ -61,6 +61,7 @@ class ThreadStatus:
     thread_state: str = "idle"  # idle, running, waiting, paused, stopped
     stage: str | None = None
     since: float = 0.0  # when the current state (or wait, or pause) began
+    waiting_since: float | None = None  # thread_state "waiting": since when (worker list's "for")
     last_failure: Failure | None = None
 
 
@@ -529,9 +530,10 @@ class SealingThread:
             st.thread_state = thread_state
             if thread_state in ("paused", "idle"):
                 st.since = now
+            st.waiting_since = now if thread_state == "waiting" else None
         if stage is not None:  # "" clears it: the handler runs no heavy stage (yet)
             st.stage = stage or None
-        elif thread_state in ("idle", "paused", "stopped"):
+        elif thread_state in ("idle", "paused", "stopped", "waiting"):  # a retry's wait is for no stage
             st.stage = None
         self.worker.observer.thread_state(self.cfg.index, st.plan, st.state, st.thread_state)
 
