@@ -288,7 +288,7 @@ def test_version_and_unsupported_commands_answer_in_one_line(tmp_path):
     for flag in ("-V", "--version"):
         out = worker_cli(flag).stdout
         assert out.startswith("damocles-worker v") and out.count("\n") == 1
-    for args in (["processor", "pc1", "--hugepage-files-path", "/mnt/huge"], ["processor", "transfer", "--disable-link"],
+    for args in (["processor", "pc1", "--hugepage-files-path", "/mnt/huge"], ["processor", "window_post"],
                  ["store", "hugepage-file-init", "-n", "0", "-s", "1GiB", "-c", "2", "--path", "/mnt/huge"],
                  ["worker", "enable-dump", "--child-pid", "7", "--dump-dir", str(tmp_path)],
                  ["worker", "disable_dump", "--child_pid", "7"]):

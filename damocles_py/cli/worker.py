@@ -84,8 +84,11 @@ def _cmd_processor(args) -> int:
         raise UserError(f"processor {args.stage} is not supported yet by damocles-py: no plan here runs that "
                         f"stage (processors exist for {', '.join(SUPPORTED)})")
     if args.hugepage_files_path or args.hugepage_files_path_pattern:
-        raise UserError("--hugepage-files-path is not supported by damocles-py: it needs ipfs-force-community's "
+        raise UserError("--hugepage-files-path is not supported yet by damocles-py: it needs ipfs-force-community's "
                         "fork of rust-fil-proofs. Fix: remove it from the processor's `args`")
+    if sys.stdin.isatty():
+        raise UserError(f"processor {args.stage} speaks a binary protocol on stdin/stdout: the daemon starts it "
+                        f"for [[processors.{args.stage}]] entries. Fix: add such an entry to sealing.toml instead")
     from damocles_py.processors import child
 
     return child.main(args.stage)

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Callable, TypeVar
 
 from damocles_py.config.schema import AttachedStoreConfig, SealingThreadConfig
+from damocles_py.config.load import HOT_CONFIG, ConfigError, load_hot_thread_config
 from damocles_py.fsm.context import Interrupted, PieceStore, ResumeRequest, StageContext, ThreadControl
 from damocles_py.processors.gates import StageLimits
 from damocles_py.processors.pool import Processors
@@ -118,6 +119,7 @@ class SealingThread:
         self._sector: Sector | None = None
         self._store_failure: Failure | None = None  # set while paused on StateStoreFailed
         self._refused: tuple[int, str] | None = None  # the last final report refused: (job, answer)
+        self._hot_config_error: str | None = None  # the last bad `<location>/config.toml`, said once
         current = self.db.current()
         if current.paused if current is not None else self.db.flag(FLAG_PAUSED_IDLE):
             self.control.restore_pause()  # paused from the start: an early resume is not refused
@@ -209,6 +211,7 @@ class SealingThread:
                     if not self.worker.may_start_sector():
                         self._idle(self.cfg.sealing.recover_interval)
                         continue
+                    self._reload_config()
                     sector = self._store(lambda: self.db.create(self.plan.plan))
                 if self._drive(sector):
                     self.sectors_done += 1
@@ -222,6 +225,24 @@ class SealingThread:
             self._set_status(thread_state="stopped")
             for name in list(self._loggers):
                 self._close_log(name)
+
+    def _reload_config(self) -> None:
+        """damocles' hot config: `<location>/config.toml` is read before each new sector, so an
+        operator switches a thread's plan or sealing keys without a restart. A bad file keeps the
+        config the thread has, said once in the log."""
+        try:
+            cfg = load_hot_thread_config(self.cfg)
+        except ConfigError as e:
+            if str(e) != self._hot_config_error:
+                log.error("thread %d keeps its current config: %s", self.cfg.index, e)
+            self._hot_config_error = str(e)
+            return
+        self._hot_config_error = None
+        if cfg != self.cfg:
+            log.info("thread %d: config changed (%s): plan %s", self.cfg.index,
+                     self.cfg.location / HOT_CONFIG, cfg.plan.value)
+            self.cfg, self.plan = cfg, PLANS[cfg.plan]
+            self.status.plan = cfg.plan.value
 
     def _idle(self, seconds: float) -> None:
         """Wait with nothing to do; a pause or stop ends the wait and the loop takes it."""
