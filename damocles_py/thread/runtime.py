@@ -208,10 +208,10 @@ class SealingThread:
                     if self.control.pause_requested or self.db.flag(FLAG_PAUSED_IDLE):
                         self._pause_idle()
                         continue
+                    self._reload_config()  # before each new sector (and while idle, for `worker list`)
                     if not self.worker.may_start_sector():
                         self._idle(self.cfg.sealing.recover_interval)
                         continue
-                    self._reload_config()
                     sector = self._store(lambda: self.db.create(self.plan.plan))
                 if self._drive(sector):
                     self.sectors_done += 1
