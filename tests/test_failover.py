@@ -177,3 +177,51 @@ def test_check_names_every_manager_when_none_answers(tmp_path):
     assert out.returncode == 1, out.stdout + out.stderr
     for addr in dead:
         assert f"problem: the sector manager at {addr} does not answer" in out.stdout
+
+
+# ---------------------------------------------------------------------------------------------
+# sealing through a manager SIGKILLed mid-seal
+
+
+def start_worker(cfg: Path, log: Path, sectors: int) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "damocles_py.cli.worker", "daemon", "-c", str(cfg),
+                             "--log-level", "WARNING", "--stop-after-sectors", str(sectors)],
+                            stdout=subprocess.DEVNULL, stderr=open(log, "ab"))
+
+
+def test_sectors_finish_on_the_other_manager_when_one_is_killed_mid_seal(tmp_path):
+    """One daemon, two sealing threads, one 2KiB sector each (two C2s): the manager in use is
+    SIGKILLed once both sectors are pre-committed and is not restarted; both sectors finish
+    against the other manager, which verifies both proofs."""
+    root, store = manager_root(tmp_path, "managers")
+    port_a, port_b = free_port(), free_port()
+    addr_a, addr_b = f"127.0.0.1:{port_a}", f"127.0.0.1:{port_b}"
+    a = start_manager(root, port_a, store)
+    b = None
+    (tmp_path / "w").mkdir()
+    cfg = with_addrs(write_config(tmp_path / "w", plans=("sealer", "sealer"), manager_addr="x:1", store=store,
+                                  name="w", sealing={"max_retries": 30, "recover_interval": "1s"}),
+                     f'["{addr_a}", "{addr_b}"]')
+    log = tmp_path / "w" / "worker.log"
+    worker = start_worker(cfg, log, sectors=2)
+    try:
+        print("sealing two 2KiB sectors (two C2s, a few minutes)...")
+        with RemoteManager(addr_a, timeout=5) as first:
+            wait_until(lambda: len([r for r in first.sectors() if r.pre_commit is not None]) == 2,
+                       STARTUP_BUDGET, "both sectors to be pre-committed on the first manager")
+        a.send_signal(signal.SIGKILL)
+        a.wait()
+        b = start_manager(root, port_b, store)  # takes over the same database
+        assert worker.wait(timeout=seal_budget(2)) == 0, log.read_text()[-3000:]
+        with RemoteManager(addr_b, timeout=5) as survivor:
+            records = survivor.sectors()
+            assert sorted(r.id.number for r in records) == [1, 2]  # nothing allocated twice
+            assert {(r.holder.instance, r.holder.thread) for r in records} == {("w", 0), ("w", 1)}
+            for r in records:  # finished only with a proof the manager verified
+                assert r.finished and not r.aborted and r.commit.state is Submission.Accepted
+        assert f"failing over to the sector manager at {addr_b}" in log.read_text()
+    finally:
+        worker.kill()
+        for p in (a, b):
+            if p is not None:
+                p.kill()
