@@ -20,7 +20,9 @@ the job it already holds (`Tx.held_by`), a pre-commit or proof equal to the acce
 DuplicateSubmit, deals already assigned and a seed already drawn are answered again, a finalize or
 abort report re-applies the same end state (the holder is kept), and a state report only appends a
 history row. A manager killed after committing a call but before answering it therefore leaves
-nothing that the retry on another manager could duplicate.
+nothing that the retry on another manager could duplicate. A call that timed out may even still
+run on the first manager while the second serves it: the allocations first upsert the worker's
+row (`Tx.touch_worker`), which locks it, so one thread's allocations are serialized across managers.
 """
 
 from __future__ import annotations
