@@ -136,6 +136,33 @@ def test_client_fails_over_and_goes_back_to_the_preferred_manager(tmp_path):
             p.kill()
 
 
+def test_a_frozen_manager_costs_one_timeout_not_one_per_call(tmp_path):
+    """A manager that accepts connections but never answers (SIGSTOPped): the call waits out its
+    timeout once, is served by the next manager, and later calls go there at once."""
+    (root_a, store), (root_b, _) = manager_root(tmp_path, "a"), manager_root(tmp_path, "b")
+    port_a, port_b = free_port(), free_port()
+    addr_a, addr_b = f"127.0.0.1:{port_a}", f"127.0.0.1:{port_b}"
+    a, b = start_manager(root_a, port_a, store), start_manager(root_b, port_b, store)
+    client = RemoteManager([addr_a, addr_b], timeout=2)
+    try:
+        client.worker_ping(WorkerPing("w-before"))  # connected to a
+        a.send_signal(signal.SIGSTOP)
+        started = time.monotonic()
+        client.worker_ping(WorkerPing("w-frozen"))
+        assert 2 <= time.monotonic() - started < STARTUP_BUDGET and client.addr == addr_b
+        assert pinged(addr_b, "w-frozen")
+        started = time.monotonic()
+        for i in range(3):
+            client.worker_ping(WorkerPing(f"w-after-{i}"))
+        assert time.monotonic() - started < 2  # not a timeout each: a is not tried again yet
+        assert all(pinged(addr_b, f"w-after-{i}") for i in range(3))
+    finally:
+        client.close()
+        for p in (a, b):
+            p.kill()
+            p.wait()
+
+
 # ---------------------------------------------------------------------------------------------
 # the worker daemon
 
