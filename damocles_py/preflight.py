@@ -15,12 +15,13 @@ import socket
 from pathlib import Path
 
 from damocles_py.admin.token import TOKEN_FILE, token_problem
-from damocles_py.config.schema import Config, Plan
+from damocles_py.config.schema import Config, Plan, WorkerConfig
 from damocles_py.store.location import init_command, location_problem, lock_holder
 
 
-def admin_token_path(config: Config) -> Path:
-    return config.worker.state_dir / TOKEN_FILE
+def admin_token_path(config: Config | WorkerConfig) -> Path:
+    worker = config.worker if isinstance(config, Config) else config
+    return worker.state_dir / TOKEN_FILE
 
 
 def _store_problems(config: Config) -> list[str]:

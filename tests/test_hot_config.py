@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import logging
 
-from conftest import STARTUP_BUDGET, wait_until, write_config
+from conftest import STARTUP_BUDGET, wait_until, worker_cli, write_config
 
 
 def test_hot_config_switches_plan_and_keys_without_restart(tmp_path, daemon_factory, caplog):
@@ -29,6 +29,12 @@ def test_hot_config_switches_plan_and_keys_without_restart(tmp_path, daemon_fact
     message = next(r.getMessage() for r in caplog.records if "config.toml" in r.getMessage())
     assert "max_retrys" in message and "\n" not in message
     assert thread.status.plan == "rebuild" and thread.cfg.sealing.max_retries == 7
+    # the operator can still list and steer the threads: the admin commands read only [worker]
+    listed = worker_cli("worker", "-c", str(cfg), "list")
+    assert "rebuild" in listed.stdout, listed.stdout + listed.stderr
+    assert worker_cli("worker", "-c", str(cfg), "pause", "-i", "0").returncode == 0
+    wait_until(lambda: thread.status.thread_state == "paused", STARTUP_BUDGET, "the pause")
+    assert worker_cli("worker", "-c", str(cfg), "resume", "-i", "0").returncode == 0
 
     hot.unlink()  # deleting the file reverts to sealing.toml
     wait_until(lambda: thread.status.plan == "sealer", STARTUP_BUDGET, "the thread to revert")

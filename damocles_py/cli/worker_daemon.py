@@ -63,13 +63,13 @@ def _client(args, need_token: bool):
     path = _config_path(args)
     if os.path.exists(path):
         from damocles_py.admin.token import read_token
-        from damocles_py.config.load import load_config
+        from damocles_py.config.load import load_worker_section
         from damocles_py.preflight import admin_token_path
 
-        config = load_config(path)
-        host = host or config.worker.admin_server.address  # our gRPC admin API ([worker.admin_server])
+        worker = load_worker_section(path)  # a broken hot config or processor entry must not lock the operator out
+        host = host or worker.admin_server.address  # our gRPC admin API ([worker.admin_server])
         if need_token:  # an empty or short token file is an error, never a credential
-            token = read_token(admin_token_path(config))
+            token = read_token(admin_token_path(worker))
     elif need_token or not host:
         raise UserError(f"no config file at {path}. Fix: pass -c <the worker's sealing.toml> "
                         f"(the admin address and token come from it)")
@@ -92,12 +92,36 @@ def _cmd_list(args) -> int:
                                        preserving_proto_field_name=True), indent=2))
         return 0
     print(f"worker {resp.worker}")
-    print(f"{'#':>2}  {'plan':<8} {'sector':<12} {'state':<21} {'stage':<12} {'thread':<8} {'for':>7}  last failure")
-    for t in resp.threads:
+    doing = [_thread_doing(t) for t in resp.threads]
+    width = max([8, *map(len, doing)])
+    print(f"{'#':>2}  {'plan':<8} {'sector':<12} {'state':<21} {'stage':<12} {'thread':<{width}} {'for':>7}  last failure")
+    for t, what in zip(resp.threads, doing):
         failure = f"{t.last_failure.level}: {t.last_failure.cause}: {t.last_failure.detail}" if t.has_failure else ""
+        secs = t.seconds_waiting if t.thread_state == "waiting" else t.seconds_in_state
         print(f"{t.index:>2}  {t.plan:<8} {t.sector_id or '-':<12} {t.state:<21} {t.stage or '-':<12} "
-              f"{t.thread_state:<8} {_fmt_secs(t.seconds_in_state):>7}  {failure}")
+              f"{what:<{width}} {_fmt_secs(secs):>7}  {failure}")
+    if resp.processors or any(s.waiting for s in resp.stages):
+        _print_processors(resp)
     return 0
+
+
+def _thread_doing(t) -> str:
+    """The thread column: what the thread does; a wait for a stage names the stage."""
+    return f"waiting for {t.stage} slot" if t.thread_state == "waiting" and t.stage else t.thread_state
+
+
+def _print_processors(resp) -> None:
+    """The external processors (`[[processors.<stage>]]` children) and each stage's running/waiting threads."""
+    if resp.processors:
+        print()
+        print(f"{'processor':<16} {'pid':>8}  {'cpuset':<12} {'state':<9} {'tasks':>6} {'restarts':>8}  sectors")
+        for p in resp.processors:
+            print(f"{f'{p.stage}[{p.index}]':<16} {p.pid or '-':>8}  {p.cpuset or '-':<12} {p.state:<9} "
+                  f"{p.tasks_done:>6} {p.restarts:>8}  {', '.join(p.sectors) or '-'}")
+    print()
+    print(f"{'stage':<12} {'running':>7} {'waiting':>7}")
+    for s in resp.stages:
+        print(f"{s.stage:<12} {s.running:>7} {s.waiting:>7}")
 
 
 def _cmd_pause(args) -> int:

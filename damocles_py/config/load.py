@@ -49,8 +49,8 @@ from damocles_py.errors import UserError
 from damocles_py.proofs.errors import InvalidInput
 from damocles_py.proofs.types import SectorSize
 
-__all__ = ["STAGE_NAMES", "ConfigError", "format_cpu_list", "load_config", "load_hot_thread_config", "machine_cpus",
-           "parse_bytes", "parse_config", "parse_cpu_list", "parse_duration"]
+__all__ = ["STAGE_NAMES", "ConfigError", "format_cpu_list", "load_config", "load_hot_thread_config",
+           "load_worker_section", "machine_cpus", "parse_bytes", "parse_config", "parse_cpu_list", "parse_duration"]
 
 # The stages `[processors.limitation.concurrent]` may limit (damocles' names; `transfer` limits
 # our persist copies, where damocles applies it to unseal uploads only).
@@ -114,6 +114,22 @@ def load_config(path: str | os.PathLike) -> Config:
     except tomllib.TOMLDecodeError as e:
         raise _syntax_error(path, e) from None
     return parse_config(data, path)
+
+
+def load_worker_section(path: str | os.PathLike) -> WorkerConfig:
+    """Only `[worker]` of a `sealing.toml`: what the admin commands need (the admin address and the
+    state dir with the token), so `worker list` works while another section (or a thread's hot
+    config) is broken."""
+    path = Path(os.path.abspath(os.path.expanduser(path)))
+    try:
+        data = tomllib.loads(path.read_bytes().decode("utf-8"))
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError):
+        return load_config(path).worker  # the full load names the problem in one line
+    try:
+        return _Loader(path.parent).worker(data.get("worker", {}), "worker")
+    except ConfigError as e:
+        e.path = path
+        raise
 
 
 def parse_config(data: dict[str, Any], path: Path) -> Config:
