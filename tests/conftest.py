@@ -26,6 +26,7 @@ from damocles_py.config.load import load_config
 from damocles_py.config.schema import Config
 from damocles_py.manager.client import RemoteManager
 from damocles_py.store.location import init_location
+from pg import pg_server, pg_url  # noqa: F401 - the real PostgreSQL fixtures (tests/pg.py)
 
 
 # A 2KiB C2 takes 50-60 s on an idle 2-core box; its budget is 5x that: the suite runs beside

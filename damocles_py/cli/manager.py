@@ -1,15 +1,17 @@
 """`damocles-manager`: run a standalone sector manager, and operate a running one.
 
     damocles-manager run --state-dir DIR --listen 127.0.0.1:1789 [--store NAME=PATH ...]
-                         [--metrics-listen HOST:PORT] [--worker-timeout 60s] [--token-file F | --no-auth]
+                         [--db postgresql://USER:PW@HOST:PORT/DB] [--metrics-listen HOST:PORT] [--worker-timeout 60s] [--token-file F | --no-auth]
                          [--venus-listen HOST:PORT [--venus-trust IP[,IP...]]] [--check] ...
     damocles-manager sector list|debug|abort|rebuild ... [--addr HOST:PORT] [--token-file F]
     damocles-manager deal list|import [--addr HOST:PORT] [--token-file F]
     damocles-manager worker list [--addr HOST:PORT]
     damocles-manager util worker list|info|pause|resume ...   (damocles' commands; see cli/util_worker.py)
+    damocles-manager db migrate|check --db URL            (or --state-dir DIR: its SQLite file)
+    damocles-manager db copy --from sqlite:PATH --to postgresql://USER:PW@HOST:PORT/DB
 
-`run` serves an `EmbeddedManager` (SQLite state, simulated chain) over gRPC until SIGINT or
-SIGTERM; workers point `[sector_manager] addr` at it. Mutating calls need the farm token, created
+`run` serves an `EmbeddedManager` (state in SQLite, or with `--db` in PostgreSQL, which several
+managers may share; simulated chain) over gRPC until SIGINT or SIGTERM; workers point `[sector_manager] addr` at it. Mutating calls need the farm token, created
 on first start in `<state-dir>/manager.token` (`--no-auth` turns that off, on loopback only).
 `--venus-listen` also serves damocles-manager's `Venus.*` JSON-RPC at http://HOST:PORT/rpc/v0 from the
 same state, for damocles-workers (see `manager/venus/server.py`: who may call what, `--venus-trust`).
@@ -114,7 +116,17 @@ def _embedded_config(args):
         ticket_expiry_epochs=_int_arg(args.ticket_expiry_epochs, "--ticket-expiry-epochs", 1),
         seed_expiry_epochs=_int_arg(args.seed_expiry_epochs, "--seed-expiry-epochs", 1),
         worker_timeout=_duration_arg(args.worker_timeout, "--worker-timeout"),
+        db=None if args.db is None else _db_arg(args.db, "--db").location,
     )
+
+
+def _db_arg(value: str, flag: str):
+    from damocles_py.manager.sql import parse_db
+
+    try:
+        return parse_db(value, flag)
+    except ValueError as e:
+        raise UserError(str(e)) from None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -150,16 +162,14 @@ def _token_path(args, state_dir: Path) -> Path | None:
 
 
 def _open_manager(config, stores):
-    import sqlite3
-
-    from damocles_py.manager.db import UnknownSchema
+    from damocles_py.manager.db import DbError
     from damocles_py.manager.embedded import EmbeddedManager
 
     try:
         # New piece files are imported by the manager's background scanner: serving starts at once.
         return EmbeddedManager(config, stores, initial_scan=False)
-    except (UnknownSchema, sqlite3.Error) as e:
-        raise UserError(f"cannot open the manager database in {config.state_dir}: {e}") from None
+    except DbError as e:
+        raise UserError(f"cannot open the manager database: {e}") from None
 
 
 def _cmd_run(args) -> int:
@@ -214,7 +224,7 @@ def _serve(args) -> int:
                 raise
         host = listen.rpartition(":")[0]
         log.info("sector manager for miner %d (%s sectors) on %s:%d; state in %s; stores: %s; %s", config.miner,
-                 config.sector_size, host, port, config.state_dir, ", ".join(s.name for s in stores) or "none",
+                 config.sector_size, host, port, manager.db_target.display(), ", ".join(s.name for s in stores) or "none",
                  f"farm token in {token_path}" if token_path else "NO AUTH (loopback only)")
         _wait_for_signal()
         log.info("stopping: finishing calls in flight")
@@ -305,18 +315,17 @@ def _shared_ports(listeners: list[tuple[str, str]]) -> list[str]:
 def _check_run(listen: str, metrics_listen: str | None, config, stores, token_path: Path | None,
                venus=None) -> int:
     """`run --check`: everything a start would validate, probed without changing anything."""
-    import sqlite3
-
     from damocles_py.manager.auth import token_problem
-    from damocles_py.manager.db import UnknownSchema, inspect_db
+    from damocles_py.manager.db import DbError, inspect_db
+    from damocles_py.manager.embedded import db_target
 
     problems: list[str] = []
     print(f"manager:   miner {config.miner}, {config.sector_size} sectors ({config.seal_proof.name}), "
           f"block time {config.block_time}s, worker timeout {config.worker_timeout}s")
     try:
-        print(f"database:  {inspect_db(config.state_dir)}")
-    except (UnknownSchema, sqlite3.Error) as e:
-        problems.append(f"database in {config.state_dir}: {e}")
+        print(f"database:  {inspect_db(db_target(config))}")
+    except DbError as e:
+        problems.append(f"database: {e}")
     if not config.state_dir.exists() and not _creatable(config.state_dir):
         problems.append(f"--state-dir: {config.state_dir} does not exist and cannot be created here. "
                         f"Fix: create it (mkdir -p {config.state_dir}) or check the permissions of its parent")
@@ -705,7 +714,11 @@ def add_sector_command(sector_sub, name: str, help: str) -> argparse.ArgumentPar
 
 def _add_run(sub) -> None:
     run = sub.add_parser("run", help="serve a sector manager (SQLite state, simulated chain) over gRPC")
-    run.add_argument("--state-dir", required=True, help="where the manager keeps its database")
+    run.add_argument("--state-dir", required=True, help="where the manager keeps its database (the SQLite file) "
+                                                        "and its farm token")
+    run.add_argument("--db", metavar="URL",
+                     help="keep the state in PostgreSQL (postgresql://USER:PW@HOST:PORT/DB), which several managers "
+                          "may share; default: <state-dir>/manager.sqlite3")
     run.add_argument("--listen", default=DEFAULT_ADDR, help=f"host:port to serve on (default {DEFAULT_ADDR})")
     run.add_argument("--miner", default="1000", help="the miner actor id (default 1000)")
     run.add_argument("--sector-size", default="2KiB", help="sector size, e.g. 2KiB, 8MiB, 32GiB (default 2KiB)")
@@ -778,6 +791,78 @@ def _add_util(sub) -> None:
     util_worker.add_commands(util_sub)
 
 
+def _db_target_of(args):
+    """--db, else the SQLite file of --state-dir."""
+    from damocles_py.manager.sql import DbTarget
+
+    if args.db is not None:
+        return _db_arg(args.db, "--db")
+    if args.state_dir is not None:
+        return DbTarget.sqlite_in(Path(args.state_dir).resolve())
+    raise UserError("name the database: --db postgresql://USER:PW@HOST:PORT/DB (or sqlite:PATH), "
+                    "or --state-dir DIR for a manager's SQLite file")
+
+
+def _cmd_db_check(args) -> int:
+    from damocles_py.manager.db import DbError, inspect_db
+
+    target = _db_target_of(args)
+    try:
+        print(inspect_db(target))
+    except DbError as e:
+        raise UserError(str(e)) from None
+    return 0
+
+
+def _cmd_db_migrate(args) -> int:
+    from damocles_py.manager.db import DbError, migrate
+    from damocles_py.manager.sql import open_backend
+
+    target = _db_target_of(args)
+    try:
+        backend = open_backend(target)
+        try:
+            found, now = migrate(backend)
+        finally:
+            backend.close()
+    except DbError as e:
+        raise UserError(str(e)) from None
+    if found == now:
+        print(f"{target.display()}: schema version {now}, nothing to do")
+    else:
+        print(f"{target.display()}: schema version {found or 'none'} -> {now}")
+    return 0
+
+
+def _cmd_db_copy(args) -> int:
+    from damocles_py.manager.db import DbError, copy_db
+
+    source, dest = _db_arg(args.source, "--from"), _db_arg(args.dest, "--to")
+    try:
+        copied = copy_db(source, dest)
+    except DbError as e:
+        raise UserError(str(e)) from None
+    rows = ", ".join(f"{n} {table}" for table, n in copied.items() if n)
+    print(f"copied {source.display()} to {dest.display()}: {rows or 'no rows'}")
+    return 0
+
+
+def _add_db(sub) -> None:
+    db = sub.add_parser("db", help="the manager's database: migrate its schema, check it, copy it")
+    db_sub = db.add_subparsers(dest="db_command", required=True)
+    for name, help, func in (("migrate", "bring the schema up to this version (a start does it too)", _cmd_db_migrate),
+                             ("check", "say what a start would find, changing nothing", _cmd_db_check)):
+        p = db_sub.add_parser(name, help=help)
+        p.add_argument("--db", metavar="URL", help="postgresql://USER:PW@HOST:PORT/DB or sqlite:PATH")
+        p.add_argument("--state-dir", help="a manager's state dir (its manager.sqlite3), instead of --db")
+        p.set_defaults(func=func)
+    copy = db_sub.add_parser("copy", help="copy a manager's whole state into a new, empty database")
+    copy.add_argument("--from", dest="source", required=True, metavar="URL", help="e.g. sqlite:/var/lib/manager")
+    copy.add_argument("--to", dest="dest", required=True, metavar="URL",
+                      help="e.g. postgresql://USER:PW@HOST:PORT/DB (must hold no manager state yet)")
+    copy.set_defaults(func=_cmd_db_copy)
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="damocles-manager", description="standalone Filecoin sector manager")
     sub = p.add_subparsers(dest="command", required=True)
@@ -786,6 +871,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_deal(sub)
     _add_worker(sub)
     _add_util(sub)
+    _add_db(sub)
     return p
 
 

@@ -1,24 +1,25 @@
-"""The embedded manager's SQLite store: sectors, deals, store reservations, status history and
-worker liveness.
+"""The manager's store: sectors, deals, store reservations, status history and worker liveness.
 
-One file, `<state_dir>/manager.sqlite3`, in WAL mode with full sync, so a committed change
-survives a crash. Every change the manager makes goes through `ManagerDB.transaction()`: one
-connection, one lock, one `BEGIN IMMEDIATE` ... `COMMIT`, so a multi-step change (a new sector
-number and its sector row; deals and the sector they go to) is all-or-nothing, and concurrent
-sealing threads see each other's changes whole. Rows cross this module's boundary as the typed
-records below, never as dicts or tuples.
+By default one SQLite file, `<state_dir>/manager.sqlite3`, in WAL mode with full sync, so a
+committed change survives a crash; or a PostgreSQL database that several managers share (see
+`damocles_py.manager.sql` for the backends). Every change the manager makes goes through
+`ManagerDB.transaction()`, so a multi-step change (a new sector number and its sector row; deals
+and the sector they go to) is all-or-nothing, and concurrent sealing threads see each other's
+changes whole. The schema is versioned (`MIGRATIONS`, the same list for both backends) and
+migrated when a database is opened. Rows cross this module's boundary as the typed records
+below, never as dicts or tuples.
 """
 
 from __future__ import annotations
 
 import enum
 import json
-import sqlite3
-import threading
+import logging
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from damocles_py.manager.interface import (
     Deal,
@@ -32,146 +33,179 @@ from damocles_py.manager.interface import (
     WorkerRef,
     WorkerSummary,
 )
+from damocles_py.manager.sql import (
+    DB_FILE_NAME,
+    Backend,
+    DbError,
+    DbKind,
+    DbTarget,
+    Dialect,
+    NotAManagerDb,
+    Retryable,
+    Session,
+    open_backend,
+)
+from damocles_py.manager.sql.sqlite import SCHEMA_VERSION_KEY
 from damocles_py.proofs import PieceInfo, SealProof
 
-DB_FILE_NAME = "manager.sqlite3"
+__all__ = ["DB_FILE_NAME", "DbError", "DbTarget", "Retryable"]  # re-exported for the manager and the CLI
+
+log = logging.getLogger(__name__)
+
+Row = Any  # a mapping of column name to value, from either backend
 
 # Version 1 had no meta row for it; 2 added rebuild_abort_reason and deal quarantine; 3 the workers'
-# admin address (dest), version and thread summary from their pings.
-SCHEMA_VERSION = 3
-_SCHEMA_VERSION_KEY = "schema_version"
-
-# Columns added since version 1, added in place to an older file when it is opened.
-_ADDED_COLUMNS = {
-    "sectors": [("rebuild_abort_reason", "TEXT")],
-    "deals": [("quarantine", "TEXT"), ("quarantine_miner", "INTEGER"), ("quarantine_number", "INTEGER"),
-              ("quarantine_size", "INTEGER"), ("quarantine_mtime_ns", "INTEGER")],
-    "workers": [("dest", "TEXT"), ("version", "TEXT"), ("summary", "TEXT")],
-}
+# admin address (dest), version and thread summary from their pings; 4 leases (periodic jobs that one
+# manager of several runs at a time).
+SCHEMA_VERSION = 4
+_SCHEMA_VERSION_KEY = SCHEMA_VERSION_KEY
 
 
-class UnknownSchema(Exception):
+class UnknownSchema(NotAManagerDb):
     """The database was written by a newer manager (or is not a manager database)."""
 
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS meta (
-    key   TEXT PRIMARY KEY,
-    value TEXT NOT NULL
-);
 
--- The last sector number handed out per miner; bumped in the transaction that inserts the sector.
-CREATE TABLE IF NOT EXISTS sector_numbers (
-    miner       INTEGER PRIMARY KEY,
-    last_number INTEGER NOT NULL
-);
+@dataclass(frozen=True)
+class AddColumn:
+    """A column added in place (skipped where it exists: files from between versions have it)."""
 
-CREATE TABLE IF NOT EXISTS sectors (
-    miner             INTEGER NOT NULL,
-    number            INTEGER NOT NULL,
-    proof             TEXT    NOT NULL,
-    created_at        REAL    NOT NULL,
-    holder_instance   TEXT    NOT NULL,
-    holder_thread     INTEGER NOT NULL,
-    holder_location   TEXT    NOT NULL,
-    -- the ticket last assigned (a new one replaces it after a ticket expired)
-    ticket            BLOB,
-    ticket_epoch      INTEGER,
-    -- the pre-commit: what was submitted, and the ticket it was sealed with
-    pre_comm_r        BLOB,
-    pre_comm_d        BLOB,
-    pre_ticket        BLOB,
-    pre_ticket_epoch  INTEGER,
-    pre_state         TEXT,     -- 'accepted' | 'rejected'
-    pre_epoch         INTEGER,  -- landing epoch of an accepted pre-commit
-    pre_reason        TEXT,     -- why it was rejected
-    seed              BLOB,
-    seed_epoch        INTEGER,
-    commit_proof      BLOB,
-    commit_state      TEXT,     -- 'accepted' | 'rejected'
-    commit_epoch      INTEGER,  -- landing epoch of an accepted proof
-    commit_reason     TEXT,
-    store             TEXT,
-    finished          INTEGER NOT NULL DEFAULT 0,
-    aborted           INTEGER NOT NULL DEFAULT 0,
-    abort_reason      TEXT,
-    rebuild           TEXT,     -- NULL | 'requested' | 'taken'
-    rebuild_abort_reason TEXT,  -- why the last rebuild was given up; cleared by a new request
-    upgrade           TEXT,     -- NULL | 'upgrading' | 'upgraded'
-    upgrade_comm_r    BLOB,
-    upgrade_comm_d    BLOB,
-    upgrade_proof     BLOB,
-    upgrade_store     TEXT,
-    PRIMARY KEY (miner, number)
-);
+    table: str
+    name: str
+    kind: str  # a Dialect attribute name ("integer", "blob", ...) or a literal SQL type
 
-CREATE TABLE IF NOT EXISTS deals (
-    deal_id          INTEGER PRIMARY KEY AUTOINCREMENT,
-    piece_commitment BLOB    NOT NULL,
-    piece_size       INTEGER NOT NULL,  -- unpadded
-    piece_path       TEXT    NOT NULL UNIQUE,
-    payload_size     INTEGER NOT NULL,
-    sector_miner     INTEGER,           -- NULL: in the pool
-    sector_number    INTEGER,
-    for_upgrade      INTEGER NOT NULL DEFAULT 0,
-    position         INTEGER,           -- order of the piece in its sector
-    -- Set when a worker found the piece's commP wrong: never handed out until the file changes
-    -- (its size or mtime differ from those recorded here; its commP is then computed again).
-    quarantine          TEXT,
-    quarantine_miner    INTEGER,          -- the sector whose abort quarantined it
-    quarantine_number   INTEGER,
-    quarantine_size     INTEGER,          -- the file's size and mtime then (-1: no file)
-    quarantine_mtime_ns INTEGER
-);
-CREATE INDEX IF NOT EXISTS deals_by_sector ON deals (sector_miner, sector_number);
 
-CREATE TABLE IF NOT EXISTS reservations (
-    miner  INTEGER NOT NULL,
-    number INTEGER NOT NULL,
-    store  TEXT    NOT NULL,
-    size   INTEGER NOT NULL,
-    PRIMARY KEY (miner, number)
-);
+# The schema's history, applied in order from the version a database has; the same list for both
+# backends. `{integer}`, `{real}`, `{blob}`, `{serial_key}` are the backend's types (see sql.Dialect).
+MIGRATIONS: tuple[tuple[int, tuple[str | AddColumn, ...]], ...] = (
+    (1, (
+        """CREATE TABLE IF NOT EXISTS meta (
+            key   TEXT PRIMARY KEY,
+            value TEXT NOT NULL
+        )""",
+        # The last sector number handed out per miner; bumped in the transaction that inserts the sector.
+        """CREATE TABLE IF NOT EXISTS sector_numbers (
+            miner       {integer} PRIMARY KEY,
+            last_number {integer} NOT NULL
+        )""",
+        """CREATE TABLE IF NOT EXISTS sectors (
+            miner             {integer} NOT NULL,
+            number            {integer} NOT NULL,
+            proof             TEXT    NOT NULL,
+            created_at        {real}  NOT NULL,
+            holder_instance   TEXT    NOT NULL,
+            holder_thread     {integer} NOT NULL,
+            holder_location   TEXT    NOT NULL,
+            -- the ticket last assigned (a new one replaces it after a ticket expired)
+            ticket            {blob},
+            ticket_epoch      {integer},
+            -- the pre-commit: what was submitted, and the ticket it was sealed with
+            pre_comm_r        {blob},
+            pre_comm_d        {blob},
+            pre_ticket        {blob},
+            pre_ticket_epoch  {integer},
+            pre_state         TEXT,     -- 'accepted' | 'rejected'
+            pre_epoch         {integer},  -- landing epoch of an accepted pre-commit
+            pre_reason        TEXT,     -- why it was rejected
+            seed              {blob},
+            seed_epoch        {integer},
+            commit_proof      {blob},
+            commit_state      TEXT,     -- 'accepted' | 'rejected'
+            commit_epoch      {integer},  -- landing epoch of an accepted proof
+            commit_reason     TEXT,
+            store             TEXT,
+            finished          {integer} NOT NULL DEFAULT 0,
+            aborted           {integer} NOT NULL DEFAULT 0,
+            abort_reason      TEXT,
+            rebuild           TEXT,     -- NULL | 'requested' | 'taken'
+            upgrade           TEXT,     -- NULL | 'upgrading' | 'upgraded'
+            upgrade_comm_r    {blob},
+            upgrade_comm_d    {blob},
+            upgrade_proof     {blob},
+            upgrade_store     TEXT,
+            PRIMARY KEY (miner, number)
+        )""",
+        """CREATE TABLE IF NOT EXISTS deals (
+            deal_id          {serial_key},
+            piece_commitment {blob}    NOT NULL,
+            piece_size       {integer} NOT NULL,  -- unpadded
+            piece_path       TEXT    NOT NULL UNIQUE,
+            payload_size     {integer} NOT NULL,
+            sector_miner     {integer},           -- NULL: in the pool
+            sector_number    {integer},
+            for_upgrade      {integer} NOT NULL DEFAULT 0,
+            position         {integer}            -- order of the piece in its sector
+        )""",
+        "CREATE INDEX IF NOT EXISTS deals_by_sector ON deals (sector_miner, sector_number)",
+        """CREATE TABLE IF NOT EXISTS reservations (
+            miner  {integer} NOT NULL,
+            number {integer} NOT NULL,
+            store  TEXT    NOT NULL,
+            size   {integer} NOT NULL,
+            PRIMARY KEY (miner, number)
+        )""",
+        """CREATE TABLE IF NOT EXISTS history (
+            id              {serial_key},
+            miner           {integer} NOT NULL,
+            number          {integer} NOT NULL,
+            time            {real}    NOT NULL,
+            worker_instance TEXT    NOT NULL,
+            worker_thread   {integer} NOT NULL,
+            worker_location TEXT    NOT NULL,
+            prev            TEXT    NOT NULL,
+            next            TEXT    NOT NULL,
+            event           TEXT    NOT NULL,
+            failure_level   TEXT,
+            failure_cause   TEXT,
+            failure_desc    TEXT
+        )""",
+        "CREATE INDEX IF NOT EXISTS history_by_sector ON history (miner, number)",
+        # When each worker instance was last heard from, so a restarted manager still knows who was
+        # alive and when. A ping or any call carrying the worker's WorkerRef counts.
+        """CREATE TABLE IF NOT EXISTS workers (
+            instance  TEXT PRIMARY KEY,
+            last_seen {real} NOT NULL,
+            last_ping {real}             -- NULL: it called, but never pinged
+        )""",
+        # The threads a worker described in its last ping (each ping replaces its rows).
+        """CREATE TABLE IF NOT EXISTS worker_threads (
+            instance      TEXT    NOT NULL,
+            idx           {integer} NOT NULL,
+            plan          TEXT    NOT NULL,
+            state         TEXT    NOT NULL,
+            sector_miner  {integer},           -- NULL: no sector
+            sector_number {integer},
+            thread_state  TEXT    NOT NULL,
+            PRIMARY KEY (instance, idx)
+        )""",
+    )),
+    (2, (
+        AddColumn("sectors", "rebuild_abort_reason", "TEXT"),  # why the last rebuild was given up
+        # Set when a worker found the piece's commP wrong: never handed out until the file changes
+        # (its size or mtime differ from those recorded here; its commP is then computed again).
+        AddColumn("deals", "quarantine", "TEXT"),
+        AddColumn("deals", "quarantine_miner", "integer"),  # the sector whose abort quarantined it
+        AddColumn("deals", "quarantine_number", "integer"),
+        AddColumn("deals", "quarantine_size", "integer"),  # the file's size and mtime then (-1: no file)
+        AddColumn("deals", "quarantine_mtime_ns", "integer"),
+    )),
+    (3, (
+        AddColumn("workers", "dest", "TEXT"),  # its admin API (host:port) from its last ping
+        AddColumn("workers", "version", "TEXT"),
+        AddColumn("workers", "summary", "TEXT"),  # JSON thread counts from its last ping (WorkerSummary)
+    )),
+    (4, (
+        # A periodic job (the pieces-dir scan) runs in whichever manager holds its lease.
+        """CREATE TABLE IF NOT EXISTS leases (
+            name    TEXT PRIMARY KEY,
+            holder  TEXT NOT NULL,
+            expires {real} NOT NULL
+        )""",
+    )),
+)
 
-CREATE TABLE IF NOT EXISTS history (
-    id              INTEGER PRIMARY KEY AUTOINCREMENT,
-    miner           INTEGER NOT NULL,
-    number          INTEGER NOT NULL,
-    time            REAL    NOT NULL,
-    worker_instance TEXT    NOT NULL,
-    worker_thread   INTEGER NOT NULL,
-    worker_location TEXT    NOT NULL,
-    prev            TEXT    NOT NULL,
-    next            TEXT    NOT NULL,
-    event           TEXT    NOT NULL,
-    failure_level   TEXT,
-    failure_cause   TEXT,
-    failure_desc    TEXT
-);
-CREATE INDEX IF NOT EXISTS history_by_sector ON history (miner, number);
-
--- When each worker instance was last heard from, so a restarted manager still knows who was
--- alive and when. A ping or any call carrying the worker's WorkerRef counts.
-CREATE TABLE IF NOT EXISTS workers (
-    instance  TEXT PRIMARY KEY,
-    last_seen REAL NOT NULL,
-    last_ping REAL,             -- NULL: it called, but never pinged
-    dest      TEXT,             -- its admin API (host:port) from its last ping
-    version   TEXT,
-    summary   TEXT              -- JSON thread counts from its last ping (WorkerSummary)
-);
-
--- The threads a worker described in its last ping (each ping replaces its rows).
-CREATE TABLE IF NOT EXISTS worker_threads (
-    instance      TEXT    NOT NULL,
-    idx           INTEGER NOT NULL,
-    plan          TEXT    NOT NULL,
-    state         TEXT    NOT NULL,
-    sector_miner  INTEGER,           -- NULL: no sector
-    sector_number INTEGER,
-    thread_state  TEXT    NOT NULL,
-    PRIMARY KEY (instance, idx)
-);
-"""
+# Every table, in an order that `db copy` can insert them in.
+TABLES = ("meta", "sector_numbers", "sectors", "deals", "reservations", "history", "workers", "worker_threads",
+          "leases")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -298,7 +332,7 @@ class WorkerRecord:
 # row conversions
 
 
-def _worker_from_row(row: sqlite3.Row, threads: Sequence[ThreadSummary]) -> WorkerRecord:
+def _worker_from_row(row: Row, threads: Sequence[ThreadSummary]) -> WorkerRecord:
     summary = None
     if row["summary"]:
         try:
@@ -313,7 +347,7 @@ def _optional(value, convert):
     return None if value is None else convert(value)
 
 
-def _sector_from_row(row: sqlite3.Row) -> SectorRecord:
+def _sector_from_row(row: Row) -> SectorRecord:
     return SectorRecord(
         id=SectorId(row["miner"], row["number"]),
         proof=SealProof[row["proof"]],
@@ -333,7 +367,7 @@ def _sector_from_row(row: sqlite3.Row) -> SectorRecord:
     )
 
 
-def _pre_commit_from_row(row: sqlite3.Row) -> PreCommitRecord | None:
+def _pre_commit_from_row(row: Row) -> PreCommitRecord | None:
     if row["pre_state"] is None:
         return None
     ticket = Ticket(bytes(row["pre_ticket"]), row["pre_ticket_epoch"])
@@ -345,7 +379,7 @@ def _pre_commit_from_row(row: sqlite3.Row) -> PreCommitRecord | None:
     )
 
 
-def _commit_from_row(row: sqlite3.Row) -> CommitRecord | None:
+def _commit_from_row(row: Row) -> CommitRecord | None:
     if row["commit_state"] is None:
         return None
     return CommitRecord(
@@ -356,7 +390,7 @@ def _commit_from_row(row: sqlite3.Row) -> CommitRecord | None:
     )
 
 
-def _upgrade_from_row(row: sqlite3.Row) -> UpgradeRecord | None:
+def _upgrade_from_row(row: Row) -> UpgradeRecord | None:
     if row["upgrade"] is None:
         return None
     return UpgradeRecord(
@@ -368,18 +402,18 @@ def _upgrade_from_row(row: sqlite3.Row) -> UpgradeRecord | None:
     )
 
 
-def _deal_from_row(row: sqlite3.Row) -> Deal:
+def _deal_from_row(row: Row) -> Deal:
     piece = PieceInfo(bytes(row["piece_commitment"]), row["piece_size"])
     return Deal(row["deal_id"], piece, row["piece_path"], row["payload_size"])
 
 
-def _deal_record_from_row(row: sqlite3.Row) -> DealRecord:
+def _deal_record_from_row(row: Row) -> DealRecord:
     sector = None if row["sector_miner"] is None else SectorId(row["sector_miner"], row["sector_number"])
     by = None if row["quarantine_miner"] is None else SectorId(row["quarantine_miner"], row["quarantine_number"])
     return DealRecord(_deal_from_row(row), sector, bool(row["for_upgrade"]), row["quarantine"], by)
 
 
-def _history_from_row(row: sqlite3.Row) -> HistoryRow:
+def _history_from_row(row: Row) -> HistoryRow:
     return HistoryRow(
         sector=SectorId(row["miner"], row["number"]),
         time=row["time"],
@@ -393,7 +427,7 @@ def _history_from_row(row: sqlite3.Row) -> HistoryRow:
     )
 
 
-def _thread_from_row(row: sqlite3.Row) -> ThreadSummary:
+def _thread_from_row(row: Row) -> ThreadSummary:
     sector = None if row["sector_miner"] is None else SectorId(row["sector_miner"], row["sector_number"])
     return ThreadSummary(row["idx"], row["plan"], row["state"], sector, row["thread_state"])
 
@@ -434,13 +468,14 @@ def _in_clause(column: str, values: Sequence | None) -> tuple[str, list]:
 class Tx:
     """Reads and writes inside one transaction. Obtain it from `ManagerDB.transaction()`."""
 
-    def __init__(self, conn: sqlite3.Connection):
-        self._conn = conn
+    def __init__(self, session: Session, dialect: Dialect):
+        self._conn = session
+        self._dialect = dialect
 
-    def _one(self, sql: str, params: Sequence = ()) -> sqlite3.Row | None:
+    def _one(self, sql: str, params: Sequence = ()) -> Row | None:
         return self._conn.execute(sql, params).fetchone()
 
-    def _all(self, sql: str, params: Sequence = ()) -> list[sqlite3.Row]:
+    def _all(self, sql: str, params: Sequence = ()) -> list[Row]:
         return self._conn.execute(sql, params).fetchall()
 
     def _update_sector(self, sector: SectorId, assignments: str, params: Sequence) -> None:
@@ -453,18 +488,35 @@ class Tx:
         return None if row is None else row["value"]
 
     def set_meta(self, key: str, value: str) -> None:
-        self._conn.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", (key, value))
+        self._conn.execute("INSERT INTO meta (key, value) VALUES (?, ?)"
+                           " ON CONFLICT (key) DO UPDATE SET value = excluded.value", (key, value))
+
+    def add_meta(self, key: str, value: str) -> str:
+        """Set `key` unless it is set; returns its value (the first writer's, when managers race)."""
+        self._conn.execute("INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT (key) DO NOTHING", (key, value))
+        return self.meta(key)
+
+    def take_lease(self, name: str, holder: str, now: float, seconds: float) -> bool:
+        """Hold the lease `name` for `seconds` if it is free, expired or `holder`'s already: one
+        manager of several runs a periodic job at a time."""
+        row = self._one(
+            "INSERT INTO leases (name, holder, expires) VALUES (?, ?, ?)"
+            " ON CONFLICT (name) DO UPDATE SET holder = excluded.holder, expires = excluded.expires"
+            " WHERE leases.expires < ? OR leases.holder = excluded.holder RETURNING holder",
+            (name, holder, now + seconds, now),
+        )
+        return row is not None
 
     # -- sectors
 
     def next_sector_number(self, miner: int) -> int:
         """Take the next number of `miner`: 1, 2, ... never the same one twice."""
-        row = self._one("SELECT last_number FROM sector_numbers WHERE miner = ?", (miner,))
-        number = 1 if row is None else row["last_number"] + 1
-        self._conn.execute(
-            "INSERT OR REPLACE INTO sector_numbers (miner, last_number) VALUES (?, ?)", (miner, number)
-        )
-        return number
+        # One statement: the counter row stays locked until commit, so a concurrent manager waits for
+        # it and then counts on from the committed value.
+        row = self._one(
+            "INSERT INTO sector_numbers (miner, last_number) VALUES (?, 1) ON CONFLICT (miner)"
+            " DO UPDATE SET last_number = sector_numbers.last_number + 1 RETURNING last_number", (miner,))
+        return row["last_number"]
 
     def insert_sector(self, sector: SectorId, proof: SealProof, holder: WorkerRef, created_at: float) -> None:
         self._conn.execute(
@@ -473,8 +525,10 @@ class Tx:
             (*_key(sector), proof.name, created_at, holder.instance, holder.thread, holder.location),
         )
 
-    def sector(self, sector: SectorId) -> SectorRecord | None:
-        row = self._one(f"SELECT * FROM sectors WHERE {_KEY}", _key(sector))
+    def sector(self, sector: SectorId, for_update: bool = False) -> SectorRecord | None:
+        """`for_update`: the row stays locked until commit (another manager changing it waits)."""
+        lock = self._dialect.for_update if for_update else ""
+        row = self._one(f"SELECT * FROM sectors WHERE {_KEY}{lock}", _key(sector))
         return None if row is None else _sector_from_row(row)
 
     def sectors(self) -> list[SectorRecord]:
@@ -489,7 +543,7 @@ class Tx:
             " AND store IS NOT NULL AND upgrade IS NULL AND rebuild IS NULL"
             " AND NOT EXISTS (SELECT 1 FROM deals d WHERE d.sector_miner = s.miner"
             " AND d.sector_number = s.number AND d.for_upgrade = 0)"
-            f"{where} ORDER BY miner, number LIMIT 1",
+            f"{where} ORDER BY miner, number LIMIT 1{self._dialect.skip_locked}",
             params,
         )
         return None if row is None else _sector_from_row(row)
@@ -498,8 +552,8 @@ class Tx:
                               stores: Sequence[str] | None) -> SectorRecord | None:
         """The lowest-numbered rebuild request whose files go to one of `stores`."""
         where, params = _allowed(miners, proofs, stores, _REBUILD_STORE)
-        row = self._one(f"SELECT * FROM sectors WHERE rebuild = 'requested'{where} ORDER BY miner, number LIMIT 1",
-                        params)
+        row = self._one(f"SELECT * FROM sectors WHERE rebuild = 'requested'{where} ORDER BY miner, number LIMIT 1"
+                        f"{self._dialect.skip_locked}", params)
         return None if row is None else _sector_from_row(row)
 
     def held_by(self, worker: WorkerRef, kind: "HeldJob") -> SectorRecord | None:
@@ -588,18 +642,31 @@ class Tx:
 
     def add_deal(self, piece_path: str, piece: PieceInfo, payload_size: int) -> Deal | None:
         """A new deal in the pool; None if a deal for this path exists already."""
-        cursor = self._conn.execute(
-            "INSERT OR IGNORE INTO deals (piece_commitment, piece_size, piece_path, payload_size)"
-            " VALUES (?, ?, ?, ?)",
+        row = self._one(
+            "INSERT INTO deals (piece_commitment, piece_size, piece_path, payload_size)"
+            " VALUES (?, ?, ?, ?) ON CONFLICT (piece_path) DO NOTHING RETURNING deal_id",
             (piece.commitment, piece.size, piece_path, payload_size),
         )
-        if cursor.rowcount == 0:
+        if row is None:
             return None
-        return Deal(cursor.lastrowid, piece, piece_path, payload_size)
+        return Deal(row["deal_id"], piece, piece_path, payload_size)
 
-    def free_deals(self) -> list[Deal]:
+    def free_deals(self, excluding: Sequence[int] = ()) -> list[Deal]:
         rows = self._all("SELECT * FROM deals WHERE sector_miner IS NULL AND quarantine IS NULL ORDER BY deal_id")
-        return [_deal_from_row(r) for r in rows]
+        skip = set(excluding)
+        return [_deal_from_row(r) for r in rows if r["deal_id"] not in skip]
+
+    def lock_free_deals(self, deal_ids: Sequence[int]) -> set[int]:
+        """Of `deal_ids`, those still free, locked until commit; a deal another transaction is
+        taking is skipped, not waited for (so no deal goes to two sectors)."""
+        if not deal_ids:
+            return set()
+        rows = self._all(
+            f"SELECT deal_id FROM deals WHERE deal_id IN ({', '.join('?' * len(deal_ids))})"
+            f" AND sector_miner IS NULL AND quarantine IS NULL{self._dialect.skip_locked}",
+            list(deal_ids),
+        )
+        return {r["deal_id"] for r in rows}
 
     def quarantine_deal(self, deal_id: int, reason: str, by: SectorId, size: int, mtime_ns: int) -> bool:
         """Keep a deal out of the pool until its piece file changes; False if there is no such deal."""
@@ -669,11 +736,12 @@ class Tx:
             " WHERE store = ? AND NOT (miner = ? AND number = ?)",
             (store, *_key(excluding)),
         )
-        return row["total"]
+        return int(row["total"])  # (PostgreSQL sums integers as NUMERIC)
 
     def reserve(self, sector: SectorId, store: str, size: int) -> None:
         self._conn.execute(
-            "INSERT OR REPLACE INTO reservations (miner, number, store, size) VALUES (?, ?, ?, ?)",
+            "INSERT INTO reservations (miner, number, store, size) VALUES (?, ?, ?, ?)"
+            " ON CONFLICT (miner, number) DO UPDATE SET store = excluded.store, size = excluded.size",
             (*_key(sector), store, size),
         )
 
@@ -718,10 +786,12 @@ class Tx:
         self._conn.execute("DELETE FROM worker_threads WHERE instance = ?", (ping.instance,))
         for t in ping.threads:
             sector = (None, None) if t.sector is None else _key(t.sector)
-            # OR REPLACE: a ping naming a thread index twice keeps the last, rather than failing
+            # a ping naming a thread index twice keeps the last, rather than failing
             self._conn.execute(
-                "INSERT OR REPLACE INTO worker_threads (instance, idx, plan, state, sector_miner, sector_number,"
-                " thread_state) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                "INSERT INTO worker_threads (instance, idx, plan, state, sector_miner, sector_number,"
+                " thread_state) VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (instance, idx) DO UPDATE SET"
+                " plan = excluded.plan, state = excluded.state, sector_miner = excluded.sector_miner,"
+                " sector_number = excluded.sector_number, thread_state = excluded.thread_state",
                 (ping.instance, t.index, t.plan, t.state, *sector, t.thread_state),
             )
 
@@ -757,104 +827,159 @@ class Tx:
         return held
 
 
-def _statements(script: str) -> Iterator[str]:
-    """The SQL statements of `script`, one by one."""
-    pending = ""
-    for line in script.splitlines(keepends=True):
-        pending += line
-        if sqlite3.complete_statement(pending):
-            yield pending
-            pending = ""
+def _apply(backend: Backend, session: Session, version: int, steps: Sequence[str | AddColumn]) -> None:
+    types = backend.dialect.__dict__
+    for step in steps:
+        if isinstance(step, AddColumn):
+            if step.name not in backend.columns(session, step.table):
+                kind = types.get(step.kind, step.kind)
+                session.execute(f"ALTER TABLE {step.table} ADD COLUMN {step.name} {kind}")
+        else:
+            session.execute(step.format(**types))
+    log.debug("%s: schema version %d applied", backend.target.display(), version)
 
 
-def _schema_version(conn: sqlite3.Connection) -> int:
-    """0: a new file; 1: a file from before versions were recorded."""
-    tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
-    if "meta" not in tables:
-        return 0
-    row = conn.execute("SELECT value FROM meta WHERE key = ?", (_SCHEMA_VERSION_KEY,)).fetchone()
-    if row is None:
-        return 1 if "sectors" in tables else 0
-    try:
-        return int(row[0])
-    except ValueError:
-        raise UnknownSchema(f"schema_version {row[0]!r} is not a number") from None
+def _newer(target: DbTarget, version: int) -> UnknownSchema:
+    return UnknownSchema(f"{target.display()} has schema version {version}; this manager knows up to "
+                         f"{SCHEMA_VERSION}. Fix: run the newer damocles-manager that wrote it")
 
 
-def inspect_db(state_dir: Path) -> str:
-    """What a manager start would find in `state_dir`, without changing anything (`run --check`).
+def migrate(backend: Backend) -> tuple[int | None, int]:
+    """Bring the schema to SCHEMA_VERSION in one transaction; (version found, version now).
+    UnknownSchema if it is newer than this manager knows."""
+    with backend.migration() as (session, version):
+        if version is not None and version > SCHEMA_VERSION:
+            raise _newer(backend.target, version)
+        for number, steps in MIGRATIONS:
+            if version is None or number > version:
+                _apply(backend, session, number, steps)
+        if version != SCHEMA_VERSION:
+            Tx(session, backend.dialect).set_meta(_SCHEMA_VERSION_KEY, str(SCHEMA_VERSION))
+    return version, SCHEMA_VERSION
 
-    Raises UnknownSchema (or sqlite3.Error) when a start would fail on it.
+
+def _counts(session: Session) -> tuple[int, int]:
+    sectors = session.execute("SELECT COUNT(*) AS n FROM sectors").fetchone()["n"]
+    deals = session.execute("SELECT COUNT(*) AS n FROM deals").fetchone()["n"]
+    return sectors, deals
+
+
+def inspect_db(where: Path | DbTarget) -> str:
+    """What a manager start would find (`run --check`, `db check`), without changing anything.
+
+    Raises DbError (UnknownSchema included) when a start would fail on it.
     """
-    path = state_dir / DB_FILE_NAME
-    if not path.exists():
-        return f"{path} does not exist yet: a start creates it (schema version {SCHEMA_VERSION})"
-    conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    target = where if isinstance(where, DbTarget) else DbTarget.sqlite_in(where)
+    if target.kind is DbKind.Sqlite and not target.path.exists():
+        return f"{target.path} does not exist yet: a start creates it (schema version {SCHEMA_VERSION})"
+    backend = open_backend(target, readonly=True)
     try:
-        conn.execute("PRAGMA quick_check").fetchone()
-        version = _schema_version(conn)
+        backend.check()
+        version = backend.read_version()
+        if target.kind is DbKind.Sqlite:
+            if version is None:
+                raise UnknownSchema(f"{target.path} is not a damocles manager database (no meta table). "
+                                    "Fix: point --state-dir at the manager's own directory")
+        else:
+            if version in (None, 0):
+                return (f"{target.display()} is empty: a start (or `damocles-manager db migrate`) creates the schema "
+                        f"(version {SCHEMA_VERSION})")
         if version > SCHEMA_VERSION:
-            raise UnknownSchema(f"{path} has schema version {version}; this manager knows up to {SCHEMA_VERSION}. "
-                                "Fix: run the newer damocles-manager that wrote it")
-        if version == 0:
-            raise UnknownSchema(f"{path} is not a damocles manager database (no meta table). "
-                                "Fix: point --state-dir at the manager's own directory")
-        sectors = conn.execute("SELECT COUNT(*) FROM sectors").fetchone()[0]
-        deals = conn.execute("SELECT COUNT(*) FROM deals").fetchone()[0]
+            raise _newer(target, version)
+        with backend.transaction() as session:
+            sectors, deals = _counts(session)
     finally:
-        conn.close()
+        backend.close()
     upgrade = "" if version == SCHEMA_VERSION else f" (a start upgrades it to version {SCHEMA_VERSION})"
-    return f"{path}: schema version {version}{upgrade}, {sectors} sectors, {deals} deals"
+    return f"{target.display()}: schema version {version}{upgrade}, {sectors} sectors, {deals} deals"
 
 
 class ManagerDB:
-    """The SQLite file, shared by every thread through one connection behind one lock."""
+    """The manager's store on one backend (a SQLite file by default, or PostgreSQL): the schema is
+    migrated on open; every read and write goes through `transaction()`."""
 
-    def __init__(self, state_dir: Path):
-        state_dir.mkdir(parents=True, exist_ok=True)
-        self.path = state_dir / DB_FILE_NAME
-        # isolation_level=None: no implicit transactions; `transaction()` opens them explicitly.
-        self._conn = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
-        self._conn.row_factory = sqlite3.Row
-        self._lock = threading.RLock()
-        with self._lock:
-            self._conn.execute("PRAGMA journal_mode = WAL")
-            # FULL: a committed sector number is on disk before it is handed out, so it is never reused.
-            self._conn.execute("PRAGMA synchronous = FULL")
-            self._conn.execute("PRAGMA busy_timeout = 10000")  # another process on the same file
-            self._conn.execute("BEGIN IMMEDIATE")  # all tables and columns, or none
-            try:
-                version = _schema_version(self._conn)
-                if version > SCHEMA_VERSION:
-                    raise UnknownSchema(f"{self.path} has schema version {version}; this manager knows up to "
-                                        f"{SCHEMA_VERSION}. Fix: run the newer damocles-manager that wrote it")
-                for statement in _statements(_SCHEMA):  # (executescript would commit half-way)
-                    self._conn.execute(statement)
-                for table, columns in _ADDED_COLUMNS.items():
-                    present = {r["name"] for r in self._conn.execute(f"PRAGMA table_info({table})")}
-                    for name, kind in columns:
-                        if name not in present:
-                            self._conn.execute(f"ALTER TABLE {table} ADD COLUMN {name} {kind}")
-                self._conn.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)",
-                                   (_SCHEMA_VERSION_KEY, str(SCHEMA_VERSION)))
-            except BaseException:
-                self._conn.execute("ROLLBACK")
-                self._conn.close()
-                raise
-            self._conn.execute("COMMIT")
+    def __init__(self, where: Path | DbTarget):
+        """`where`: a state dir (its manager.sqlite3) or a DbTarget. DbError (one line) if unusable."""
+        self.target = where if isinstance(where, DbTarget) else DbTarget.sqlite_in(where)
+        self.path = self.target.path if self.target.kind is DbKind.Sqlite else None
+        self._backend = open_backend(self.target)
+        try:
+            migrate(self._backend)
+        except BaseException:
+            self._backend.close()
+            raise
+
+    @property
+    def kind(self) -> DbKind:
+        return self.target.kind
 
     @contextmanager
     def transaction(self) -> Iterator[Tx]:
-        """One atomic unit: committed when the block ends, rolled back if it raises."""
-        with self._lock:
-            self._conn.execute("BEGIN IMMEDIATE")
-            try:
-                yield Tx(self._conn)
-            except BaseException:
-                self._conn.execute("ROLLBACK")
-                raise
-            self._conn.execute("COMMIT")
+        """One atomic unit: committed when the block ends, rolled back if it raises. On PostgreSQL
+        it may raise Retryable (a deadlock with another manager): run the whole unit again."""
+        with self._backend.transaction() as session:
+            yield Tx(session, self._backend.dialect)
 
     def close(self) -> None:
-        with self._lock:
-            self._conn.close()
+        self._backend.close()
+
+
+def copy_db(source: DbTarget, dest: DbTarget) -> dict[str, int]:
+    """Copy every table of a manager database into another, empty one (migrated first); the rows
+    copied per table. DbError, changing nothing, if the source is not at this manager's schema
+    version or the destination holds state already."""
+    if source == dest:
+        raise DbError(f"--from and --to are the same database ({source.display()}). Fix: name two databases")
+    if source.kind is DbKind.Sqlite and not source.path.is_file():
+        raise DbError(f"--from: {source.path} does not exist. Fix: name the manager's SQLite file "
+                      f"(sqlite:<state-dir>/{DB_FILE_NAME})")
+    src = open_backend(source, readonly=True)
+    try:
+        version = src.read_version()
+        if version is None:
+            raise NotAManagerDb(f"--from: {source.display()} is not a damocles manager database (no meta table). "
+                                "Fix: name the manager's own database")
+        if version != SCHEMA_VERSION:
+            if version > SCHEMA_VERSION:
+                raise _newer(source, version)
+            raise DbError(f"--from: {source.display()} has schema version {version}, not {SCHEMA_VERSION}. Fix: "
+                          f"run `damocles-manager db migrate --db {_as_arg(source)}` first")
+        dst = ManagerDB(dest)
+        try:
+            return _copy_tables(src, dst)
+        finally:
+            dst.close()
+    finally:
+        src.close()
+
+
+def _as_arg(target: DbTarget) -> str:
+    return f"sqlite:{target.path}" if target.kind is DbKind.Sqlite else target.display()
+
+
+def _copy_tables(src: Backend, dst: ManagerDB) -> dict[str, int]:
+    copied: dict[str, int] = {}
+    backend = dst._backend
+    with backend.transaction() as out:
+        for table in TABLES:
+            row = out.execute(f"SELECT COUNT(*) AS n FROM {table}" +
+                              (" WHERE key <> ?" if table == "meta" else ""),
+                              (_SCHEMA_VERSION_KEY,) if table == "meta" else ()).fetchone()
+            if row["n"]:
+                raise DbError(f"--to: {dst.target.display()} already holds manager state ({row['n']} rows in "
+                              f"{table}); nothing was copied. Fix: copy into a new, empty database")
+        for table in TABLES:
+            columns = sorted(backend.columns(out, table))
+            with src.transaction() as session:
+                rows = session.execute(f"SELECT {', '.join(columns)} FROM {table}").fetchall()
+            if table == "meta":
+                rows = [r for r in rows if r["key"] != _SCHEMA_VERSION_KEY]
+            insert = f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({', '.join('?' * len(columns))})"
+            for r in rows:
+                out.execute(insert, tuple(r[c] for c in columns))
+            copied[table] = len(rows)
+        if dst.kind is DbKind.Postgres:  # auto-numbered keys continue after the copied rows
+            for table, key in (("deals", "deal_id"), ("history", "id")):
+                out.execute(f"SELECT setval(pg_get_serial_sequence('{table}', '{key}'),"
+                            f" COALESCE((SELECT MAX({key}) FROM {table}), 0) + 1, false)")
+    return copied

@@ -7,22 +7,35 @@ tracks where sectors are persisted, which CC sectors can be snapped up, and whic
 For a farm operator it also keeps worker liveness (pings, and calls carrying a WorkerRef; a worker
 silent for `worker_timeout` is lost) and each sector's chain deadlines (`sector_debug`).
 
-Every method runs its reads and writes in one SQLite transaction (see `db.ManagerDB`), so
-concurrent sealing threads never see half a change and a crash never leaves one. Proof
-verification runs inside that transaction too: it takes milliseconds, and doing it there keeps
-"check, then record" atomic.
+Every method runs its reads and writes in one transaction (see `db.ManagerDB`), so concurrent
+sealing threads never see half a change and a crash never leaves one. Proof verification runs
+inside that transaction too: it takes milliseconds, and doing it there keeps "check, then record"
+atomic.
+
+Several managers may share one PostgreSQL database (`config.db`). All state is in the database
+(the chain's genesis too, so every manager computes the same epochs and randomness from the wall
+clock); what a call checks and then changes is locked first (the sector row, the worker row, the
+deals and candidates it takes: see `Tx`), and a call that meets a deadlock with another manager
+runs again whole (`_retrying`). Nothing runs per manager that must run once: worker liveness and
+chain deadlines are computed from the database when asked (a final deadline aborts a sector in
+the transaction of the report that finds it passed), and the pieces-dir scan runs in whichever
+manager holds its lease.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
+import os
 import re
+import socket
 import shutil
 import struct
 import threading
 import time
-from collections.abc import Sequence
+import uuid
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from damocles_py import proofs
@@ -34,8 +47,10 @@ from damocles_py.manager.db import (
     DealRecord,
     HeldJob,
     HistoryRow,
+    DbTarget,
     ManagerDB,
     PreCommitRecord,
+    Retryable,
     RebuildState,
     ReservationRecord,
     SectorRecord,
@@ -89,6 +104,32 @@ _GENESIS_KEY = "genesis"
 # How often the pieces dir is scanned for new files in the background (commP is computed there,
 # never inside a worker's call); a worker asking for deals also wakes the scanner at once.
 PIECE_SCAN_INTERVAL = 10.0
+_SCAN_LEASE = "piece-scan"
+
+# How often a call that met a deadlock with another manager is run again.
+_ATTEMPTS = 5
+
+
+def _retrying(method: Callable) -> Callable:
+    """Run a call again when its transaction was rolled back by a deadlock or serialization
+    failure with another manager (PostgreSQL): nothing of it was kept, so running it again is safe."""
+    @functools.wraps(method)
+    def run(self, *args, **kwargs):
+        for attempt in range(1, _ATTEMPTS + 1):
+            try:
+                return method(self, *args, **kwargs)
+            except Retryable as e:
+                if attempt == _ATTEMPTS:
+                    raise ManagerUnavailable(f"the database stayed busy ({e}); try again") from e
+                time.sleep(0.01 * attempt)
+    return run
+
+
+def db_target(config: EmbeddedManagerConfig) -> DbTarget:
+    """`config.db` (validated when the config was read), else the SQLite file in the state dir."""
+    from damocles_py.manager.sql import parse_db
+
+    return parse_db(config.db) if config.db else DbTarget.sqlite_in(Path(config.state_dir))
 
 
 def sector_entropy(sector: SectorId) -> bytes:
@@ -125,6 +166,19 @@ def choose_deals(free: Sequence[Deal], sector_size: int, spec: AcquireDealsSpec)
     if spec.min_used_space is not None and used < spec.min_used_space:
         return []
     return sorted(chosen, key=lambda d: -d.piece.padded_size)
+
+
+def _take_deals(tx: Tx, sector_size: int, spec: AcquireDealsSpec) -> list[Deal]:
+    """`choose_deals` of the free deals, locked for this transaction. A deal another manager is
+    taking at this moment is left to it, and the choice made again without it."""
+    skipped: list[int] = []
+    for _ in range(_ATTEMPTS):
+        chosen = choose_deals(tx.free_deals(excluding=skipped), sector_size, spec)
+        locked = tx.lock_free_deals([d.deal_id for d in chosen])
+        if len(locked) == len(chosen):
+            return chosen
+        skipped += [d.deal_id for d in chosen if d.deal_id not in locked]
+    return []  # the pool is contended: no deals this time (a CC sector, or no snap-up candidate)
 
 
 def sector_pieces(proof: SealProof, deals: Sequence[Deal]) -> list[PieceInfo]:
@@ -262,9 +316,10 @@ class EmbeddedManager:
         self.seal_proof = config.seal_proof
         self._stores = {s.name: s for s in stores}
         self._clock = clock
-        self._db = ManagerDB(Path(config.state_dir))
+        self._db = ManagerDB(db_target(config))
         self.chain = SimulatedChain(self._genesis(), config.block_time, clock)
-        self._scan_lock = threading.Lock()  # one pieces-dir scan at a time: commP once per file
+        self._scan_lock = threading.Lock()  # one pieces-dir scan at a time here: commP once per file
+        self._name = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"  # holder of leases
         self._warned_pieces: set[str] = set()
         self._stopping = threading.Event()
         self._wake_scanner = threading.Event()
@@ -278,14 +333,10 @@ class EmbeddedManager:
                 self._scanner.start()
 
     def _genesis(self) -> float:
-        """Genesis is the first start; persisted so epochs keep counting across restarts."""
+        """Genesis is the first start of any manager on the database; persisted so epochs keep
+        counting across restarts, and every manager sharing the database counts the same."""
         with self._db.transaction() as tx:
-            stored = tx.meta(_GENESIS_KEY)
-            if stored is not None:
-                return float(stored)
-            genesis = self._clock()
-            tx.set_meta(_GENESIS_KEY, repr(genesis))
-            return genesis
+            return float(tx.add_meta(_GENESIS_KEY, repr(self._clock())))
 
     def close(self) -> None:
         self._stopping.set()
@@ -297,14 +348,23 @@ class EmbeddedManager:
     def _scan_loop(self, interval: float) -> None:
         while not self._stopping.is_set():
             try:
-                self._register_new_pieces()
-                self.recheck_quarantined_deals()
+                if self._take_lease(_SCAN_LEASE, 3 * interval + 60):  # (one scan of several managers)
+                    self._register_new_pieces()
+                    self.recheck_quarantined_deals()
             except Exception:  # noqa: BLE001 - the scanner must outlive a bad file or a busy disk
                 if self._stopping.is_set():
                     return
                 log.exception("scanning the pieces dir failed; trying again in %.0fs", interval)
             self._wake_scanner.wait(interval)
             self._wake_scanner.clear()
+
+    @property
+    def db_target(self) -> DbTarget:
+        return self._db.target
+
+    def _take_lease(self, name: str, seconds: float) -> bool:
+        with self._db.transaction() as tx:
+            return tx.take_lease(name, self._name, self._clock(), seconds)
 
     # -----------------------------------------------------------------------------------------
     # read APIs (debugging, tests, the CLI)
@@ -370,7 +430,8 @@ class EmbeddedManager:
 
     @staticmethod
     def _require(tx: Tx, sector_id: SectorId) -> SectorRecord:
-        record = tx.sector(sector_id)
+        """The sector, locked until the transaction ends (another manager's call on it waits)."""
+        record = tx.sector(sector_id, for_update=True)
         if record is None:
             raise ManagerRequestError(f"unknown sector {sector_id}")
         return record
@@ -464,6 +525,7 @@ class EmbeddedManager:
     # -----------------------------------------------------------------------------------------
     # sealing
 
+    @_retrying
     def allocate_sector(self, spec: AllocateSpec, worker: WorkerRef) -> AllocatedSector | None:
         now = self._clock()
         with self._db.transaction() as tx:
@@ -479,6 +541,7 @@ class EmbeddedManager:
         log.info("allocated sector %s to %s/%d", sector_id, worker.instance, worker.thread)
         return AllocatedSector(sector_id, self.seal_proof)
 
+    @_retrying
     def acquire_deals(self, sector: SectorId, spec: AcquireDealsSpec) -> list[Deal]:
         self._wake_scanner.set()  # new files become deals soon; this call never waits for commP
         with self._db.transaction() as tx:
@@ -486,10 +549,11 @@ class EmbeddedManager:
             assigned = tx.deals_of(sector, for_upgrade=False)
             if assigned or record.pre_commit is not None:
                 return assigned  # asked again (e.g. after a restart): the same answer
-            chosen = choose_deals(tx.free_deals(), record.proof.sector_size, spec)
+            chosen = _take_deals(tx, record.proof.sector_size, spec)
             tx.assign_deals(sector, chosen, for_upgrade=False)
             return chosen
 
+    @_retrying
     def assign_ticket(self, sector: SectorId) -> Ticket:
         with self._db.transaction() as tx:
             self._require_active(tx, sector)
@@ -498,6 +562,7 @@ class EmbeddedManager:
             tx.set_ticket(sector, ticket)
             return ticket
 
+    @_retrying
     def submit_pre_commit(self, sector: AllocatedSector, info: PreCommitInfo, reset: bool) -> SubmitResponse:
         with self._db.transaction() as tx:
             record = self._require_active(tx, sector.id)
@@ -532,6 +597,7 @@ class EmbeddedManager:
             return f"comm_d {info.comm_d.hex()} does not match the sector's pieces (expected {expected.hex()})"
         return None
 
+    @_retrying
     def poll_pre_commit_state(self, sector: SectorId) -> OnChainStatus:
         with self._db.transaction() as tx:
             pre_commit = self._require(tx, sector).pre_commit
@@ -540,6 +606,7 @@ class EmbeddedManager:
         return _on_chain_status(pre_commit.state, pre_commit.landing_epoch, pre_commit.reject_reason,
                                 self.chain.epoch())
 
+    @_retrying
     def reserve_store(self, sector: SectorId, size: int, candidates: list[str]) -> str | None:
         with self._db.transaction() as tx:
             self._require(tx, sector)
@@ -565,6 +632,7 @@ class EmbeddedManager:
             return None
         return free - tx.reserved_on(store_name, excluding=sector)
 
+    @_retrying
     def submit_persisted(self, sector: SectorId, store: str, is_upgrade: bool) -> bool:
         with self._db.transaction() as tx:
             self._require(tx, sector)
@@ -590,6 +658,7 @@ class EmbeddedManager:
             return f"{cache / 'p_aux'} is missing in store {store_name}"
         return None
 
+    @_retrying
     def wait_seed(self, allocated: AllocatedSector) -> SeedWait:
         sector = allocated.id
         with self._db.transaction() as tx:
@@ -613,6 +682,7 @@ class EmbeddedManager:
             raise ManagerRequestError(f"sector {record.id} has no landed pre-commit; wait until it lands")
         return pre_commit
 
+    @_retrying
     def submit_proof(self, sector: SectorId, proof: bytes, reset: bool) -> SubmitResponse:
         with self._db.transaction() as tx:
             record = self._require_active(tx, sector)
@@ -651,6 +721,7 @@ class EmbeddedManager:
             return "proof does not verify against the sector's commitments, ticket and seed"
         return None
 
+    @_retrying
     def poll_proof_state(self, sector: SectorId) -> OnChainStatus:
         with self._db.transaction() as tx:
             commit = self._require(tx, sector).commit
@@ -661,6 +732,7 @@ class EmbeddedManager:
     # -----------------------------------------------------------------------------------------
     # snap-up
 
+    @_retrying
     def allocate_snapup_sector(self, spec: AllocateSpec, deals: AcquireDealsSpec,
                                worker: WorkerRef) -> SnapUpCandidate | None:
         self._wake_scanner.set()
@@ -675,7 +747,7 @@ class EmbeddedManager:
             record = tx.first_snapup_candidate(spec.allowed_miners, spec.allowed_proofs, spec.allowed_stores)
             if record is None:
                 return None
-            chosen = choose_deals(tx.free_deals(), record.proof.sector_size, deals)
+            chosen = _take_deals(tx, record.proof.sector_size, deals)
             if not chosen:
                 return None
             tx.assign_deals(record.id, chosen, for_upgrade=True)
@@ -686,6 +758,7 @@ class EmbeddedManager:
         sector = AllocatedSector(record.id, record.proof)
         return SnapUpCandidate(sector, tuple(chosen), record.pre_commit.info.comm_r, record.store)
 
+    @_retrying
     def submit_snapup_proof(self, sector: SectorId, info: SnapUpProofInfo) -> SubmitResponse:
         with self._db.transaction() as tx:
             record = self._require_active(tx, sector)
@@ -733,6 +806,7 @@ class EmbeddedManager:
     # -----------------------------------------------------------------------------------------
     # rebuild
 
+    @_retrying
     def request_rebuild(self, sector_id: SectorId) -> None:
         """Operator action: have a rebuild thread re-create a finished sector's files."""
         with self._db.transaction() as tx:
@@ -745,6 +819,7 @@ class EmbeddedManager:
             if record.rebuild is None:
                 tx.set_rebuild(sector_id, RebuildState.Requested)
 
+    @_retrying
     def allocate_rebuild_sector(self, spec: AllocateSpec, worker: WorkerRef) -> RebuildJob | None:
         with self._db.transaction() as tx:
             tx.touch_worker(worker.instance, self._clock())
@@ -780,11 +855,12 @@ class EmbeddedManager:
     # -----------------------------------------------------------------------------------------
     # reports and operator actions
 
+    @_retrying
     def report_state(self, sector: SectorId, report: StateReport) -> SectorStateResp:
         report = _bounded_report(report)
         now = self._clock()
         with self._db.transaction() as tx:
-            record = tx.sector(sector)
+            record = tx.sector(sector, for_update=True)
             refusal = _report_refusal(sector, record, report.worker)
             if refusal is not None:  # a refused call changes nothing, not even liveness (anyone could send it)
                 raise (ManagerRequestError if record is None else NotTheHolder)(refusal)
@@ -806,11 +882,13 @@ class EmbeddedManager:
         self._abort(tx, record, reason)
         return SectorStateResp(finalized=True, abort_reason=reason)
 
+    @_retrying
     def forget_worker_ping(self, instance: str) -> bool:
         """`util worker remove`: forget `instance`'s last ping; False if it had none."""
         with self._db.transaction() as tx:
             return tx.forget_ping(instance)
 
+    @_retrying
     def worker_ping(self, ping: WorkerPing) -> None:
         if not ping.instance:
             raise ManagerRequestError("a ping must name its worker instance")
@@ -823,6 +901,7 @@ class EmbeddedManager:
         """The persist store registered under `name`, if any."""
         return self._stores.get(name)
 
+    @_retrying
     def rebind_holder(self, sector: SectorId, current: WorkerRef, new: WorkerRef) -> None:
         """Hand a sector from `current` to `new`, atomically; NotTheHolder if `current` no longer
         holds it. (A Venus caller names its thread only in its first state report.)"""
@@ -841,6 +920,7 @@ class EmbeddedManager:
         tx.touch_worker(worker.instance, self._clock())
         return record
 
+    @_retrying
     def report_finalized(self, sector: SectorId, *, worker: WorkerRef) -> None:
         with self._db.transaction() as tx:
             record = self._require_held(tx, sector, worker)
@@ -864,6 +944,7 @@ class EmbeddedManager:
                 tx.mark_finished(sector)
             tx.release_reservation(sector)
 
+    @_retrying
     def report_aborted(self, sector: SectorId, reason: str, *, worker: WorkerRef,
                        cause: FailureCause | None = None) -> None:
         reason = bounded_text(reason)
@@ -889,6 +970,7 @@ class EmbeddedManager:
             log.warning("deal %d quarantined until its piece file %s changes: %s", deal.deal_id, deal.piece_path,
                         reason)
 
+    @_retrying
     def abort_sector(self, sector_id: SectorId, reason: str) -> None:
         """Operator action: give up a sector (or its upgrade, or its rebuild, requested or running);
         its deals go back."""
