@@ -191,6 +191,7 @@ class WorkerDaemon:
             sector_log_retention=config.worker.sector_log_retention,
         )
         self.threads = [SealingThread(t, shared) for t in config.sealing_threads]
+        self.observer.watch_processors(self.processors.info, lambda: [t.status for t in self.threads])  # metrics
         self.control = ThreadControl(self.threads)  # one pause/resume for both admin APIs
         self._started = sum(1 for t in self.threads if t.db.current() is not None)  # resumed sectors count
         self._admin = None

@@ -21,6 +21,7 @@ from damocles_py.grpc_strict import StrictDecoding
 from damocles_py.fsm.failure import Failure
 from damocles_py.manager.interface import SectorId
 from damocles_py.store.layout import sector_log_path
+from damocles_py.thread.load import stage_loads
 
 
 def failure_pb(failure: Failure | None) -> tuple[pb.Failure | None, bool]:
@@ -71,8 +72,16 @@ class AdminService(pb_grpc.WorkerAdminServicer):
                 state=st.state, thread_state=st.thread_state, stage=st.stage or "",
                 seconds_in_state=max(0.0, now - st.since), last_failure=failure, has_failure=has_failure,
                 resumable_states=[s.value for s in t.resumable_states()],
+                seconds_waiting=max(0.0, now - st.waiting_since) if st.waiting_since is not None else 0.0,
             ))
-        return pb.ListResponse(worker=self.daemon.config.worker.name, threads=infos)
+        children = self.daemon.processors.info()
+        processors = [pb.ProcessorInfo(stage=c.stage, index=c.index, pid=c.pid or 0, cpuset=c.cpuset or "",
+                                       state=c.state, sectors=c.sectors, tasks_done=c.tasks_done,
+                                       restarts=c.restarts) for c in children]
+        loads = stage_loads((t.status for t in self.daemon.threads), always=dict.fromkeys(c.stage for c in children))
+        stages = [pb.StageLoad(stage=s.stage, running=s.running, waiting=s.waiting) for s in loads]
+        return pb.ListResponse(worker=self.daemon.config.worker.name, threads=infos, processors=processors,
+                               stages=stages)
 
     def Pause(self, request, context):
         self._authorize(context)

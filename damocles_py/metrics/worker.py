@@ -4,12 +4,20 @@ and calls to the sector manager. Each daemon has its own registry (tests run sev
 from __future__ import annotations
 
 import time
+from collections.abc import Callable, Iterable
 from http.server import ThreadingHTTPServer
+from typing import TYPE_CHECKING
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
 from damocles_py.errors import UserError
+from damocles_py.thread.load import HEAVY_STAGES, stage_loads
 from damocles_py.thread.observer import WorkerObserver
+
+if TYPE_CHECKING:
+    from damocles_py.processors.pool import ChildInfo
+    from damocles_py.thread.runtime import ThreadStatus
 
 # Stage durations span milliseconds (2KiB) to hours (32GiB PC1).
 STAGE_BUCKETS = (0.01, 0.05, 0.1, 0.5, 1, 5, 15, 60, 300, 900, 3600, 4 * 3600, 12 * 3600)
@@ -76,6 +84,45 @@ class PrometheusObserver(WorkerObserver):
     def rpc(self, method: str, seconds: float, ok: bool) -> None:
         self.rpc_calls.labels(method, "ok" if ok else "error").inc()
         self.rpc_seconds.labels(method).observe(seconds)
+
+    def watch_processors(self, children: Callable[[], list[ChildInfo]],
+                         statuses: Callable[[], Iterable[ThreadStatus]]) -> None:
+        self.registry.register(ProcessorCollector(children, statuses))
+
+
+class ProcessorCollector:
+    """The external processor children and the per-stage thread counts, read at each scrape
+    (the pool and the thread statuses are the truth; nothing to keep in step)."""
+
+    def __init__(self, children: Callable[[], list[ChildInfo]], statuses: Callable[[], Iterable[ThreadStatus]]):
+        self._children = children
+        self._statuses = statuses
+
+    def describe(self):
+        return []  # names are only known at collect time; nothing to check for clashes
+
+    def collect(self):
+        labels = ["stage", "index"]
+        up = GaugeMetricFamily("damocles_processor_up", "1 while a processor child is running, 0 while down or "
+                               "starting", labels=labels)
+        tasks = CounterMetricFamily("damocles_processor_tasks", "Tasks a processor child finished (since the "
+                                    "daemon started)", labels=labels)
+        restarts = CounterMetricFamily("damocles_processor_restarts", "Times a processor child was started again "
+                                       "after it died", labels=labels)
+        info = GaugeMetricFamily("damocles_processor_info", "Constant 1 per processor child, labelled with its pid "
+                                 "(empty while down) and configured cpuset", labels=[*labels, "pid", "cpuset"])
+        for c in self._children():
+            key = [c.stage, str(c.index)]
+            up.add_metric(key, 1 if c.state == "running" else 0)
+            tasks.add_metric(key, c.tasks_done)
+            restarts.add_metric(key, c.restarts)
+            info.add_metric([*key, str(c.pid or ""), c.cpuset or ""], 1)
+        stages = GaugeMetricFamily("damocles_stage_tasks", "Sealing threads running a heavy stage, and waiting for "
+                                   "its slot (limitation, ext_lock or free processor)", labels=["stage", "state"])
+        for load in stage_loads(self._statuses(), always=HEAVY_STAGES):
+            stages.add_metric([load.stage, "running"], load.running)
+            stages.add_metric([load.stage, "waiting"], load.waiting)
+        return [up, tasks, restarts, info, stages]
 
 
 class InstrumentedManager:

@@ -2,6 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from damocles_py.processors.pool import ChildInfo
+    from damocles_py.thread.runtime import ThreadStatus
+
 
 class WorkerObserver:
     def thread_state(self, index: int, plan: str, state: str, thread_state: str) -> None:
@@ -24,3 +31,7 @@ class WorkerObserver:
 
     def rpc(self, method: str, seconds: float, ok: bool) -> None:
         pass
+
+    def watch_processors(self, children: Callable[[], list[ChildInfo]],
+                         statuses: Callable[[], Iterable[ThreadStatus]]) -> None:
+        """Where to read the processor children and the threads' stages from when asked (scrapes)."""
