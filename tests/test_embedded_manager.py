@@ -105,10 +105,12 @@ def store(tmp_path) -> StoreInfo:
     return StoreInfo("store-a", str(root))
 
 
-@pytest.fixture
-def manager(tmp_path, clock, pieces_dir, store):
+@pytest.fixture(params=["sqlite", "postgresql"])
+def manager(request, tmp_path, clock, pieces_dir, store):
+    """The manager on each backend: its SQLite file, and a real PostgreSQL database (tests/pg.py)."""
+    db = request.getfixturevalue("pg_url") if request.param == "postgresql" else None
     m = make_manager(tmp_path / "manager", clock, pieces_dir, [store],
-                     ticket_expiry_epochs=5, seed_expiry_epochs=5)
+                     ticket_expiry_epochs=5, seed_expiry_epochs=5, db=db)
     yield m
     m.close()
 
