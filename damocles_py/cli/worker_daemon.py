@@ -261,8 +261,9 @@ def add_commands(sub) -> None:
         dump.add_argument("--child-pid", "--child_pid")
         if name == "enable-dump":
             dump.add_argument("--dump-dir", "--dump_dir")
-        dump.set_defaults(func=_not_supported(f"worker {name}", "it dumps the responses of external processor "
-                                              "children, and every stage runs inside the daemon here (issue 9)"))
+        dump.set_defaults(func=_not_supported(f"worker {name}", "it dumps damocles' JSON responses of external "
+                                              "processor children; ours speak a typed protocol and their errors go "
+                                              "into the sector's log and `sector debug`"))
 
     st = sub.add_parser("store", help="prepare storage")
     stsub = st.add_subparsers(dest="store_command", required=True)
