@@ -19,7 +19,11 @@ Two modes per configuration and thread count:
 - paced: each thread waits `--think` seconds (0.5x-1.5x, random) after every call, so N threads
   offer about N/think calls per second: the latency a farm of that rate sees. "Served" means
   p99 < 100 ms and no call failed.
+Threads start at random times over the warm-up (paced: 30 calls' worth), so that, as in a farm,
+they are spread over a sector's life rather than in step; only calls started after it are counted.
 Farm size served with room = half the saturated rate / (40 calls per 32GiB sector / 5 h).
+Client CPU (the simulator, one process) is measured and printed beside the managers' and the
+database's, to show the client is not what limits the rate.
 
 Proofs. The manager verifies every submitted seal proof for real (`verify_seal` against the
 sector's comm_r, comm_d, ticket and seed, which are tied to its number), so a proof is valid for
@@ -168,6 +172,8 @@ class SimThread(threading.Thread):
             if self.sample is not None:
                 self.stop_ev.wait(max(0.0, self.window_start - time.perf_counter() + 2.0))
                 self.sample_tail()
+            else:  # a farm's threads are at every point of a sector's life, not in step
+                self.stop_ev.wait(self.rng.uniform(0, self.spec["warmup"]))
             while not self.stop_ev.is_set():
                 try:
                     self.life()
@@ -445,44 +451,39 @@ def verify_cost(sample: dict) -> tuple[float, float]:
 
 
 class Postgres:
-    """A throwaway PostgreSQL server (Debian's binaries, initdb as an unprivileged user, loopback)."""
+    """A throwaway PostgreSQL server, started by the tests' helper (`tests/pg.py`: Debian's binaries,
+    initdb as an unprivileged user, loopback, password login), then restarted with fsync on: the
+    tests run it with fsync off, which would flatter it beside SQLite (full sync)."""
 
-    def __init__(self, root: Path):
-        from conftest import free_port
+    def __init__(self):
+        import pg  # tests/pg.py
 
-        bins = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"))
-        if not bins:
-            raise RuntimeError("PostgreSQL is not installed (no /usr/lib/postgresql/*/bin/initdb)")
-        self.bindir = Path(bins[-1]).parent
-        self.root, self.port = root, free_port()
-        self.data = root / "pgdata"
-        self.user = "nobody" if os.geteuid() == 0 else None  # initdb refuses to run as root
-        root.mkdir(parents=True, exist_ok=True)
-        if self.user:
-            shutil.chown(root, self.user)
-        self._run("initdb", "-D", str(self.data), "-U", "bench", "--auth=trust", "-E", "UTF8")
-        self._run("pg_ctl", "-D", str(self.data), "-l", str(root / "pg.log"), "-w", "-o",
-                  f"-p {self.port} -k {root} -c listen_addresses=127.0.0.1 -c max_connections=300", "start")
-        self.pid = int((self.data / "postmaster.pid").read_text().split()[0])
+        self.server = pg.start_pg_server()
+        self.server.stop()
+        s = self.server
+        options = (f"-p {s.port} -k {s.socket_dir} -c listen_addresses=127.0.0.1 -c fsync=on "
+                   "-c synchronous_commit=on -c max_connections=200 -c shared_buffers=128MB")
+        started = s.ctl("-l", str(s.root / "server.log"), "-o", options, "-w", "-t", "60", "start")
+        if started.returncode != 0:
+            raise RuntimeError(f"pg_ctl start failed: {started.stderr.strip()[-300:]}")
+        self.pid = int((s.root / "data" / "postmaster.pid").read_text().split()[0])
         self._dbs = 0
-
-    def _run(self, tool: str, *args: str) -> None:
-        out = subprocess.run([str(self.bindir / tool), *args], capture_output=True, text=True, user=self.user,
-                             cwd=self.root, timeout=120)
-        if out.returncode:
-            raise RuntimeError(f"{tool} failed: {(out.stderr or out.stdout).strip()[-500:]}")
 
     def new_database(self) -> str:
         self._dbs += 1
         name = f"bench{self._dbs}"
-        self._run("createdb", "-h", "127.0.0.1", "-p", str(self.port), "-U", "bench", name)
-        return f"postgresql://bench@127.0.0.1:{self.port}/{name}"
+        self.server.admin(f"CREATE DATABASE {name} OWNER {self._user()}")
+        return self.server.url(name)
+
+    @staticmethod
+    def _user() -> str:
+        import pg
+
+        return pg.PG_USER
 
     def stop(self) -> None:
-        try:
-            self._run("pg_ctl", "-D", str(self.data), "-m", "fast", "-w", "stop")
-        except Exception as e:
-            log(f"stopping PostgreSQL: {e}")
+        self.server.stop()
+        shutil.rmtree(self.server.root, ignore_errors=True)
 
 
 def _postgres_support() -> str | None:
@@ -636,8 +637,8 @@ def main() -> int:
                 continue
             if cfg.postgres and pg is None:
                 try:
-                    log("starting PostgreSQL (initdb into a temporary directory)")
-                    pg = Postgres(work / "pg")
+                    log("starting PostgreSQL (tests/pg.py: initdb into a temporary directory), fsync on")
+                    pg = Postgres()
                 except Exception as e:
                     pg_reason = f"PostgreSQL could not be started: {e}"
                     log(f"\n{cfg.name}: SKIPPED: {pg_reason}")
@@ -674,9 +675,11 @@ def run_config(cfg, work, pg, counts, modes, args, samples, sample_state, wrong,
         for n in counts:
             for mode in modes:
                 run = f"{mode[:3]}{n}"
-                log(f"{cfg.name}, {n} threads, {mode}: running {args.warmup + args.duration:.0f} s")
+                # paced: threads start spread over one sector life (~30 calls), measured once all run
+                warmup = max(args.warmup, 30 * args.think) if mode == "paced" else args.warmup
+                log(f"{cfg.name}, {n} threads, {mode}: running {warmup + args.duration:.0f} s")
                 spec = {"run": run, "threads": n, "addrs": addrs, "token_file": str(token), "store": str(store),
-                        "think": args.think if mode == "paced" else 0.0, "warmup": args.warmup,
+                        "think": args.think if mode == "paced" else 0.0, "warmup": warmup,
                         "duration": args.duration, "miner": 1000, "wrong_proof": wrong, "cc_comm_d": cc_comm_d.hex(),
                         "samples": use_samples if first else [], "manager_pids": [p.pid for p in procs],
                         "db_pids": [pg.pid] if db_url else []}
