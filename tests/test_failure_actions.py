@@ -52,6 +52,8 @@ COVERED_ELSEWHERE = {
                         "completes",
     C.RebuildMismatch: "test_runtime_failures.py::test_full_disks_pause_critical_and_free_space_plus_resume_"
                        "completes (its finished sector, rebuilt against a damaged manager record)",
+    C.ProcessorCrashed: "test_processors.py::test_a_child_killed_mid_pc1_and_mid_c2_costs_a_retry_and_the_sector_"
+                        "finishes (nothing to do: each crash retried by itself, the sector Finished)",
 }
 # Causes without a test, and why.
 NOT_YET = {
