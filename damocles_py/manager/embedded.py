@@ -172,13 +172,12 @@ def _take_deals(tx: Tx, sector_size: int, spec: AcquireDealsSpec) -> list[Deal]:
     """`choose_deals` of the free deals, locked for this transaction. A deal another manager is
     taking at this moment is left to it, and the choice made again without it."""
     skipped: list[int] = []
-    for _ in range(_ATTEMPTS):
+    while True:  # each round leaves out at least one more deal: it ends
         chosen = choose_deals(tx.free_deals(excluding=skipped), sector_size, spec)
         locked = tx.lock_free_deals([d.deal_id for d in chosen])
         if len(locked) == len(chosen):
             return chosen
         skipped += [d.deal_id for d in chosen if d.deal_id not in locked]
-    return []  # the pool is contended: no deals this time (a CC sector, or no snap-up candidate)
 
 
 def sector_pieces(proof: SealProof, deals: Sequence[Deal]) -> list[PieceInfo]:
