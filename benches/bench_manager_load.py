@@ -289,6 +289,15 @@ def _proc_cpu(pids: list[int], with_children: bool = False) -> float:
     return total
 
 
+def _cpu_pressure() -> float:
+    """Seconds so far in which some runnable task waited for a CPU (Linux PSI; 0 if unavailable)."""
+    try:
+        some = Path("/proc/pressure/cpu").read_text().splitlines()[0]
+        return int(some.rsplit("total=", 1)[1]) / 1e6
+    except (OSError, IndexError, ValueError):
+        return 0.0
+
+
 def _own_cpu() -> float:
     ru = resource.getrusage(resource.RUSAGE_SELF)
     return ru.ru_utime + ru.ru_stime
@@ -318,7 +327,7 @@ def client_main(spec: dict) -> dict:
     while True:
         now = time.perf_counter()
         if cpu0 is None and now >= window_start:
-            cpu0 = (_own_cpu(), _proc_cpu(spec["manager_pids"]), _proc_cpu(spec["db_pids"], True))
+            cpu0 = (_own_cpu(), _proc_cpu(spec["manager_pids"]), _proc_cpu(spec["db_pids"], True), _cpu_pressure())
         if now >= window_end:
             break
         if now >= next_progress:
@@ -326,7 +335,8 @@ def client_main(spec: dict) -> dict:
             log(f"    t={now - t_start:4.0f}s  {done} calls so far")
             next_progress += 10
         time.sleep(min(0.2, window_end - now))
-    cpu1 = (_own_cpu(), _proc_cpu(spec["manager_pids"]), _proc_cpu(spec["db_pids"], True))
+    cpu1 = (_own_cpu(), _proc_cpu(spec["manager_pids"]), _proc_cpu(spec["db_pids"], True), _cpu_pressure())
+    load = os.getloadavg()[0]
     stop.set()
     for t in threads:
         t.join(timeout=90)
@@ -349,7 +359,9 @@ def client_main(spec: dict) -> dict:
         "overall": _stats([x for v in per_call.values() for x in v], dur),
         "errors": errors,
         "cpu": {"client": (cpu1[0] - cpu0[0]) / dur, "managers": (cpu1[1] - cpu0[1]) / dur,
-                "database": (cpu1[2] - cpu0[2]) / dur},
+                "database": (cpu1[2] - cpu0[2]) / dur,
+                # the machine: share of the window in which some task waited for a CPU, load average
+                "pressure": (cpu1[3] - cpu0[3]) / dur, "load": load},
         "samples": [t.sample_ok for t in threads if t.sample is not None],
         "think": spec["think"],
     }
@@ -577,7 +589,8 @@ def print_run(title: str, res: dict) -> None:
     errs = sum(res["errors"].values())
     log(f"  {title}: {o['rate']:.0f} calls/s, p50 {o['p50']:.1f} ms, p99 {o['p99']:.1f} ms, "
         f"{errs} errors; CPU (cores): client {cpu['client']:.2f}, managers {cpu['managers']:.2f}, "
-        f"database {cpu['database']:.2f}")
+        f"database {cpu['database']:.2f}; machine: load {cpu['load']:.1f}, CPU contended "
+        f"{100 * cpu['pressure']:.0f}% of the time")
     log(f"    {'call':<36}{'count':>8}{'calls/s':>9}{'p50 ms':>9}{'p99 ms':>9}{'max ms':>9}")
     for name, s in res["per_call"].items():
         log(f"    {name:<36}{s['count']:>8}{s['rate']:>9.1f}{s['p50']:>9.1f}{s['p99']:>9.1f}{s['max']:>9.1f}")
@@ -697,7 +710,7 @@ def summary(results: list[dict]) -> None:
     log("\nsummary (calls of the sector life; farm size = half the saturated rate / "
         f"({CALLS_PER_SECTOR} calls per {SECTOR_HOURS:.0f} h per thread)):")
     log(f"{'configuration':<26}{'threads':>8}  {'mode':<10}{'calls/s':>9}{'p50 ms':>9}{'p99 ms':>9}{'errors':>8}"
-        f"{'client CPU':>11}  verdict")
+        f"{'client CPU':>11}{'load':>6}  verdict")
     for r in results:
         if "skipped" in r:
             log(f"{r['config']:<26}  skipped: {r['skipped']}")
@@ -711,7 +724,7 @@ def summary(results: list[dict]) -> None:
                        f"(p99 {'<' if o['p99'] < TARGET_P99_MS else '>='} {TARGET_P99_MS:.0f} ms"
                        f"{', errors' if r['errors'] else ''})")
         log(f"{r['config']:<26}{r['threads']:>8}  {r['mode']:<10}{o['rate']:>9.0f}{o['p50']:>9.1f}{o['p99']:>9.1f}"
-            f"{sum(r['errors'].values()):>8}{r['cpu']['client']:>11.2f}  {verdict}")
+            f"{sum(r['errors'].values()):>8}{r['cpu']['client']:>11.2f}{r['cpu']['load']:>6.1f}  {verdict}")
 
 
 def _fail(msg: str) -> int:
