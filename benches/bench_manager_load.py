@@ -584,13 +584,20 @@ def capacity_threads(rate: float) -> int:
     return int(ROOM * rate / (CALLS_PER_SECTOR / (SECTOR_HOURS * 3600)))
 
 
+def _server_ms(res: dict) -> float:
+    """CPU milliseconds the managers and the database spent per call: the cost of a call, whatever
+    share of the machine the neighbours left."""
+    rate = res["overall"]["rate"]
+    return 1000 * (res["cpu"]["managers"] + res["cpu"]["database"]) / rate if rate else 0.0
+
+
 def print_run(title: str, res: dict) -> None:
     o, cpu = res["overall"], res["cpu"]
     errs = sum(res["errors"].values())
     log(f"  {title}: {o['rate']:.0f} calls/s, p50 {o['p50']:.1f} ms, p99 {o['p99']:.1f} ms, "
         f"{errs} errors; CPU (cores): client {cpu['client']:.2f}, managers {cpu['managers']:.2f}, "
-        f"database {cpu['database']:.2f}; machine: load {cpu['load']:.1f}, CPU contended "
-        f"{100 * cpu['pressure']:.0f}% of the time")
+        f"database {cpu['database']:.2f}; server CPU per call {_server_ms(res):.2f} ms; machine: load "
+        f"{cpu['load']:.1f}, CPU contended {100 * cpu['pressure']:.0f}% of the time")
     log(f"    {'call':<36}{'count':>8}{'calls/s':>9}{'p50 ms':>9}{'p99 ms':>9}{'max ms':>9}")
     for name, s in res["per_call"].items():
         log(f"    {name:<36}{s['count']:>8}{s['rate']:>9.1f}{s['p50']:>9.1f}{s['p99']:>9.1f}{s['max']:>9.1f}")
@@ -710,7 +717,7 @@ def summary(results: list[dict]) -> None:
     log("\nsummary (calls of the sector life; farm size = half the saturated rate / "
         f"({CALLS_PER_SECTOR} calls per {SECTOR_HOURS:.0f} h per thread)):")
     log(f"{'configuration':<26}{'threads':>8}  {'mode':<10}{'calls/s':>9}{'p50 ms':>9}{'p99 ms':>9}{'errors':>8}"
-        f"{'client CPU':>11}{'load':>6}  verdict")
+        f"{'client CPU':>11}{'srv ms/call':>12}{'load':>6}  verdict")
     for r in results:
         if "skipped" in r:
             log(f"{r['config']:<26}  skipped: {r['skipped']}")
@@ -724,7 +731,8 @@ def summary(results: list[dict]) -> None:
                        f"(p99 {'<' if o['p99'] < TARGET_P99_MS else '>='} {TARGET_P99_MS:.0f} ms"
                        f"{', errors' if r['errors'] else ''})")
         log(f"{r['config']:<26}{r['threads']:>8}  {r['mode']:<10}{o['rate']:>9.0f}{o['p50']:>9.1f}{o['p99']:>9.1f}"
-            f"{sum(r['errors'].values()):>8}{r['cpu']['client']:>11.2f}{r['cpu']['load']:>6.1f}  {verdict}")
+            f"{sum(r['errors'].values()):>8}{r['cpu']['client']:>11.2f}{_server_ms(r):>12.2f}{r['cpu']['load']:>6.1f}"
+            f"  {verdict}")
 
 
 def _fail(msg: str) -> int:
