@@ -8,9 +8,9 @@ chain block time 0.2 s) on SQLite or on one PostgreSQL database (`--db`), and, i
 process, N simulated sealing threads grouped into worker boxes of 10 threads; each box has one
 `RemoteManager` (the worker's real gRPC client), boxes are spread over the managers. Every thread
 makes the manager calls of a sealer sector's life in the order `fsm/handlers/sealer.py` and the
-thread runtime make them: allocate, report_state after every transition (16 of them), acquire_deals,
-assign_ticket, submit_pre_commit, poll_pre_commit_state until landed, reserve_store,
-submit_persisted, wait_seed until the seed, submit_proof, and the final report. The sealing stages
+thread runtime make them: allocate, report_state after every transition (16 for a sealed
+sector), acquire_deals, assign_ticket, submit_pre_commit, poll_pre_commit_state until landed,
+reserve_store, submit_persisted, wait_seed until the seed, submit_proof, and the final report. The sealing stages
 themselves take no time, so the manager sees a farm running ~450x faster than a 32GiB one.
 
 Two modes per configuration and thread count:
@@ -171,7 +171,11 @@ class SimThread(threading.Thread):
         try:
             if self.sample is not None:
                 self.stop_ev.wait(max(0.0, self.window_start - time.perf_counter() + 2.0))
-                self.sample_tail()
+                try:
+                    self.sample_tail()
+                except Exception as e:  # _Stop included: the sample did not finish in the window
+                    self.sample_ok = False
+                    log(f"  sample sector {self.sample.number}: {type(e).__name__}: {e}")
             else:  # a farm's threads are at every point of a sector's life, not in step
                 self.stop_ev.wait(self.rng.uniform(0, self.spec["warmup"]))
             while not self.stop_ev.is_set():
