@@ -54,7 +54,6 @@ import random
 import resource
 import shutil
 import signal
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -72,7 +71,6 @@ from damocles_py.manager.client import RemoteManager  # noqa: E402
 from damocles_py.manager.embedded import persisted_files  # noqa: E402
 from damocles_py.manager.interface import (  # noqa: E402
     AcquireDealsSpec,
-    AllocatedSector,
     AllocateSpec,
     OnChainState,
     PreCommitInfo,
