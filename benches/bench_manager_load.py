@@ -618,7 +618,8 @@ def main() -> int:
     ap.add_argument("--modes", default="saturated,paced")
     ap.add_argument("--duration", type=float, default=30.0, help="steady-state seconds per run (default 30)")
     ap.add_argument("--warmup", type=float, default=5.0, help="seconds before measuring (default 5)")
-    ap.add_argument("--think", type=float, default=1.0, help="paced mode: mean seconds between a thread's calls")
+    ap.add_argument("--think", default="1", help="paced mode: mean seconds between a thread's calls; a list "
+                    "(e.g. 1,2) runs paced once per value (default 1)")
     ap.add_argument("--samples", type=int, default=2, help="sectors sealed for real, their proofs verified (default 2)")
     ap.add_argument("--cache", default=str(Path(tempfile.gettempdir()) / "damocles-bench-manager-load"),
                     help="where the sample sectors are kept between runs")
@@ -633,6 +634,7 @@ def main() -> int:
     configs = [CONFIGS[c] for c in args.configs.split(",")]
     counts = [int(n) for n in args.threads.split(",")]
     modes = args.modes.split(",")
+    args.think = [float(t) for t in args.think.split(",")]
     log(f"manager load bench: {os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f} at start, "
         f"nice {os.nice(0)}; {args.duration:.0f} s measured after {args.warmup:.0f} s warm-up per run")
 
@@ -694,22 +696,25 @@ def run_config(cfg, work, pg, counts, modes, args, samples, sample_state, wrong,
     out = []
     try:
         first = True
-        for n in counts:
-            for mode in modes:
-                run = f"{mode[:3]}{n}"
-                # paced: threads start spread over one sector life (~30 calls), measured once all run
-                warmup = max(args.warmup, 30 * args.think) if mode == "paced" else args.warmup
-                log(f"{cfg.name}, {n} threads, {mode}: running {warmup + args.duration:.0f} s")
-                spec = {"run": run, "threads": n, "addrs": addrs, "token_file": str(token), "store": str(store),
-                        "think": args.think if mode == "paced" else 0.0, "warmup": warmup,
-                        "duration": args.duration, "miner": 1000, "wrong_proof": wrong, "cc_comm_d": cc_comm_d.hex(),
-                        "samples": use_samples if first else [], "manager_pids": [p.pid for p in procs],
-                        "db_pids": [pg.pid] if db_url else []}
-                first = False
-                res = run_client(spec)
-                print_run(f"{cfg.name}, {n} threads, {mode}", res)
-                out.append({"config": cfg.name, "threads": n, "mode": mode, **res})
-                _empty_store(store)  # the files go; the database keeps growing, as a farm's does
+        # one saturated run, and one paced run per think time, for each thread count
+        plan = [(n, mode, think) for n in counts for mode in modes
+                for think in (args.think if mode == "paced" else [0.0])]
+        for n, mode, think in plan:
+            run = f"{mode[:3]}{n}t{think:g}"
+            # paced: threads start spread over one sector life (~30 calls), measured once all run
+            warmup = max(args.warmup, 30 * think)
+            title = f"{cfg.name}, {n} threads, {mode}" + (f" (think {think:g} s)" if think else "")
+            log(f"{title}: running {warmup + args.duration:.0f} s")
+            spec = {"run": run, "threads": n, "addrs": addrs, "token_file": str(token), "store": str(store),
+                    "think": think, "warmup": warmup,
+                    "duration": args.duration, "miner": 1000, "wrong_proof": wrong, "cc_comm_d": cc_comm_d.hex(),
+                    "samples": use_samples if first else [], "manager_pids": [p.pid for p in procs],
+                    "db_pids": [pg.pid] if db_url else []}
+            first = False
+            res = run_client(spec)
+            print_run(title, res)
+            out.append({"config": cfg.name, "threads": n, "mode": mode, **res})
+            _empty_store(store)  # the files go; the database keeps growing, as a farm's does
     finally:
         _stop_procs(procs)
     return out
