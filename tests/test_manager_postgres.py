@@ -228,3 +228,35 @@ def test_a_manager_on_an_unusable_database_says_why_in_one_line(tmp_path, pg_ser
         out = _manager_cli(*args)
         assert out.returncode == 2 and "has schema version 99; this manager knows up to 4" in out.stderr, out.stderr
     assert not state.exists() or not (state / "manager.sqlite3").exists()  # the SQLite default was not touched
+
+
+def test_the_embedded_manager_takes_its_database_from_sealing_toml(tmp_path, pg_url):
+    from conftest import write_config
+
+    from damocles_py.config.load import ConfigError, load_config
+    from damocles_py.manager.embedded import EmbeddedManager
+
+    for bad, expected in (("/var/lib/manager.sqlite3", "is a path, not a database URL"),
+                          ("mysql://u:p@h/db", "'mysql' databases are not supported")):
+        root = tmp_path / f"bad-{len(bad)}"
+        root.mkdir()
+        with pytest.raises(ConfigError) as e:
+            load_config(write_config(root, embedded={"db": bad}))
+        text = str(e.value)
+        assert "sector_manager.embedded.db" in text and expected in text and len(text.splitlines()) == 1, text
+
+    root = tmp_path / "good"
+    root.mkdir()
+    config = load_config(write_config(root, embedded={"db": pg_url})).sector_manager.embedded
+    assert config.db == pg_url
+    first = EmbeddedManager(config, [], piece_scan_interval=None)
+    second = EmbeddedManager(config, [], piece_scan_interval=None)  # a second process would see the same
+    try:
+        worker = WorkerRef("w", 0, "/s/0")
+        a = first.allocate_sector(AllocateSpec(), worker)
+        assert second.allocate_sector(AllocateSpec(), worker) == a  # the same thread holds it: the same sector
+        assert second.chain.genesis == first.chain.genesis
+        assert not (Path(config.state_dir) / "manager.sqlite3").exists()  # nothing went to SQLite
+    finally:
+        first.close()
+        second.close()
