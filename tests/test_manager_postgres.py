@@ -260,3 +260,26 @@ def test_the_embedded_manager_takes_its_database_from_sealing_toml(tmp_path, pg_
     finally:
         first.close()
         second.close()
+
+
+def test_a_periodic_job_runs_in_one_manager_at_a_time(pg_url, tmp_path):
+    """The pieces-dir scan's lease: one holder until it expires or is given back (on both backends)."""
+    for url in (pg_url, f"sqlite:{tmp_path}"):
+        a, b = ManagerDB(parse_db(url)), ManagerDB(parse_db(url))
+        try:
+            with a.transaction() as tx:
+                assert tx.take_lease("piece-scan", "manager-a", now=100.0, seconds=30)
+            with b.transaction() as tx:
+                assert not tx.take_lease("piece-scan", "manager-b", now=110.0, seconds=30)  # a holds it
+            with a.transaction() as tx:
+                assert tx.take_lease("piece-scan", "manager-a", now=120.0, seconds=30)  # renewed to 150
+            with b.transaction() as tx:
+                assert not tx.take_lease("piece-scan", "manager-b", now=140.0, seconds=30)
+                assert tx.take_lease("piece-scan", "manager-b", now=151.0, seconds=30)  # a went silent
+            with b.transaction() as tx:
+                tx.release_lease("piece-scan", "manager-b")
+            with a.transaction() as tx:
+                assert tx.take_lease("piece-scan", "manager-a", now=152.0, seconds=30)  # given back: free
+        finally:
+            a.close()
+            b.close()

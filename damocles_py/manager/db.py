@@ -507,6 +507,9 @@ class Tx:
         )
         return row is not None
 
+    def release_lease(self, name: str, holder: str) -> None:
+        self._conn.execute("DELETE FROM leases WHERE name = ? AND holder = ?", (name, holder))
+
     # -- sectors
 
     def next_sector_number(self, miner: int) -> int:

@@ -342,6 +342,11 @@ class EmbeddedManager:
         self._wake_scanner.set()
         if self._scanner is not None:
             self._scanner.join(timeout=30)  # a scan stops between files
+            try:  # another manager takes the scan over at once, not when the lease expires
+                with self._db.transaction() as tx:
+                    tx.release_lease(_SCAN_LEASE, self._name)
+            except Exception as e:  # noqa: BLE001 - closing anyway; the lease expires by itself
+                log.debug("releasing the scan lease failed: %s", e)
         self._db.close()
 
     def _scan_loop(self, interval: float) -> None:
