@@ -673,3 +673,49 @@ def test_rebuild_of_an_upgraded_sector_carries_the_update(sealed, snapped):
     assert job.is_snapup and job.deals == () and job.upgrade_deals == snapped.candidate.deals
     assert job.comm_r == sealed.pre_commit.comm_r
     assert job.upgrade_comm_r == m.sector(sealed.sector.id).upgrade.comm_r
+
+
+def test_db_copy_moves_a_sealed_farm_to_postgresql(sealed, snapped, pg_url, tmp_path):
+    """`db copy` of the SQLite manager that sealed (and snapped, and rebuilt) a sector for real, then
+    a manager on PostgreSQL shows the same sectors, history and deals in `sector debug`."""
+    import subprocess
+    import sys
+
+    from conftest import free_port, start_manager
+
+    from damocles_py.manager.client import RemoteManager
+
+    def cli(*args):
+        return subprocess.run([sys.executable, "-m", "damocles_py.cli.manager", *args], capture_output=True,
+                              text=True, timeout=120)
+
+    m = sealed.manager
+    holder = m.sector(sealed.sector.id).holder
+    m.report_state(sealed.sector.id, StateReport(holder, "Persisted", "Finished", "Finish"))  # some history
+    source = f"sqlite:{sealed.root / 'manager'}"
+    copied = cli("db", "copy", "--from", source, "--to", pg_url)
+    assert copied.returncode == 0 and "1 sectors" in copied.stdout and "1 history" in copied.stdout, copied.stderr
+    again = cli("db", "copy", "--from", source, "--to", pg_url)  # a non-empty target is refused, unchanged
+    assert again.returncode == 2 and "already holds manager state" in again.stderr, again.stderr
+    assert len(again.stderr.strip().splitlines()) == 1
+
+    port = free_port()
+    proc = start_manager(tmp_path, port, Path(sealed.store.path), "--db", pg_url)
+    client = RemoteManager(f"127.0.0.1:{port}", timeout=30)
+    try:
+        assert client.sectors() == m.sectors()
+        assert client.deals() == m.deals()
+        sector = sealed.sector.id
+        debug = client.sector_debug(sector)
+        assert debug.record == m.sector(sector) and debug.history == tuple(m.history(sector))
+        shown = cli("sector", "debug", str(sector), "--addr", f"127.0.0.1:{port}")
+        local = cli("db", "check", "--db", pg_url)
+        assert shown.returncode == 0 and str(sector) in shown.stdout, shown.stderr
+        assert f"{len(m.sectors())} sectors" in local.stdout
+        # new deals and sectors on PostgreSQL number on after the copied ones
+        allocated = client.allocate_sector(AllocateSpec(), WorkerRef("after-copy", 0, "/s/0"))
+        assert allocated.id.number == max(s.id.number for s in m.sectors()) + 1
+    finally:
+        client.close()
+        proc.terminate()
+        proc.wait(30)
