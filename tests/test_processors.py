@@ -103,8 +103,8 @@ def log_times(log: Path, text: str) -> list[float]:
 
 def interval(log: Path, library_fn: str) -> tuple[float, float]:
     """The one run of a proofs library function in a sector log: its start and finish lines, as
-    the child forwards them (sent when the library call begins and ends, not when the stage
-    waits for its locks)."""
+    the child forwards them (logged inside the library call, so a wait for locks is not in it;
+    stamped when the daemon receives them, milliseconds later)."""
     starts, ends = log_times(log, f"{library_fn}:start"), log_times(log, f"{library_fn}:finish")
     assert len(starts) == len(ends) == 1, f"{log.name}: {library_fn} ran {len(starts)}/{len(ends)} times"
     return starts[0], ends[0]
