@@ -187,7 +187,9 @@ class ProcessorConfig:
     cpuset_text: str | None = None  # as written, e.g. "0-11"
     cgroup_group_name: str = "vc-worker"
     numa_preferred: int | None = None
-    stable_wait: float = 5.0  # how long the child may take to say it is ready
+    # How long the child may take to say it is ready. damocles waits 5 s for its Rust children; ours
+    # load Python and the proofs library first, and many start at once with the daemon.
+    stable_wait: float = 30.0
     auto_restart: bool = True
 
 

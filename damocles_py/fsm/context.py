@@ -16,7 +16,7 @@ from damocles_py.fsm.sector import Sector
 from damocles_py.fsm.states import State
 from damocles_py.manager.interface import SectorManager, WorkerRef
 from damocles_py.processors.gates import StageLimits
-from damocles_py.processors.pool import ProcessorCrashed, Processors
+from damocles_py.processors.pool import ProcessorClosed, ProcessorCrashed, Processors
 from damocles_py.processors.protocol import RemoteError
 from damocles_py.proofs import InvalidInput, ParametersMissing, ProofsError, SectorSize
 from damocles_py.store.layout import PersistLayout, SectorFiles, sector_files
@@ -203,6 +203,9 @@ class StageContext:
                 raise
             except SealingFailure:
                 raise
+            except ProcessorClosed:  # the daemon is stopping: like a stop, the stage re-runs on the next start
+                outcome = "interrupted"
+                raise Interrupted() from None
             except ProcessorCrashed as e:
                 raise SealingFailure(FailureCause.ProcessorCrashed, f"{name}: {e}") from e
             except ParametersMissing as e:

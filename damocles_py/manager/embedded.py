@@ -697,7 +697,15 @@ class EmbeddedManager:
             answer = _answer_resubmission(accepted, bytes(proof), reset, "proof", sector)
             if answer is not None:
                 return answer
-            problem = self._seal_proof_problem(record, proof)
+        # Verified outside any transaction: it takes milliseconds (more for big sectors), during which
+        # a SQLite transaction would hold every other call (benches/bench_manager_load.py). The
+        # decision is taken on the record read again; if what the proof is checked against changed
+        # meanwhile, the whole call runs again.
+        problem = self._seal_proof_problem(record, proof)
+        with self._db.transaction() as tx:
+            now = self._require_active(tx, sector)
+            if (now.seed, now.pre_commit, now.commit) != (record.seed, record.pre_commit, record.commit):
+                raise Retryable(f"sector {sector} changed while its proof was checked")
             if problem is not None:
                 tx.set_commit(sector, CommitRecord(proof, Submission.Rejected, None, problem))
                 return _rejected(problem)

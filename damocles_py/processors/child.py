@@ -133,8 +133,11 @@ def main(stage: str) -> int:
     os.dup2(2, 1)
     sys.stdout = sys.stderr
     stdin = os.fdopen(os.dup(0), "rb")
-    logging.basicConfig(level=logging.WARNING, stream=sys.stderr,
+    # Only warnings reach stderr, tagged with this child; a task's INFO lines go to its sector's log.
+    logging.basicConfig(level=logging.WARNING, stream=sys.stderr, force=True,
                         format=f"%(asctime)s %(levelname)s processor {stage}[{os.getpid()}] %(name)s: %(message)s")
+    for handler in logging.getLogger().handlers:
+        handler.setLevel(logging.WARNING)
     notes = set_up(dict(os.environ))
     import damocles_py.proofs  # noqa: F401  (loads the library before Ready: the first task pays nothing)
     from damocles_py.thread.logs import RUST_LOGGERS

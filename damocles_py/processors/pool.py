@@ -43,6 +43,10 @@ class ProcessorCrashed(Exception):
     """The child running a task died (or broke the protocol) before answering."""
 
 
+class ProcessorClosed(ProcessorCrashed):
+    """The daemon stopped the child while it ran a task (shutdown): the stage re-runs on the next start."""
+
+
 @dataclass(frozen=True)
 class ChildInfo:
     """One child, as `worker list` and the metrics show it."""
@@ -136,7 +140,7 @@ class Child:
             why = (f"exited with status {proc.returncode} before saying it was ready" if got_first.is_set()
                    else f"did not say it was ready within {self.cfg.stable_wait:g}s")
             raise ProcessorStartError(
-                f"[[processors.{self.cfg.stage}]] entry {self.index}: {' '.join(argv)} {why} (its stderr is above). "
+                f"[[processors.{self.cfg.stage}]] entry {self.index}: {' '.join(argv)} {why} (anything it printed is in the daemon's stderr). "
                 f"Fix: check `bin`/`args` (it must speak damocles-py's processor protocol) or raise `stable_wait`")
         with self._lock:
             self._proc, self._out, self.ready = proc, FrameWriter(proc.stdin), first[0]
@@ -184,8 +188,9 @@ class Child:
             self.state = "down"
             self._changed.notify_all()
         for task in pending.values():
-            task.finish(error=ProcessorCrashed(f"the {self.name} processor (pid {proc.pid}) {how} while running "
-                                               f"this task; it is started again and the stage retried"))
+            task.finish(error=ProcessorClosed(f"the daemon stopped the {self.name} processor") if self.closing else
+                        ProcessorCrashed(f"the {self.name} processor (pid {proc.pid}) {how} while running "
+                                         f"this task; it is started again and the stage retried"))
         if self.closing:
             return
         log.error("processor %s (pid %d) %s%s", self.name, proc.pid, how,
@@ -197,9 +202,13 @@ class Child:
         delay = RESTART_DELAY
         while not self.closing:
             time.sleep(delay)
+            if self.closing:  # the daemon stopped meanwhile: start nothing it will not stop
+                return
             try:
                 self.start()
                 self.restarts += 1
+                if self.closing:
+                    self.close()
                 return
             except ProcessorStartError as e:
                 log.error("processor %s: restart failed: %s (next try in %.0fs)", self.name, e, delay)
