@@ -17,7 +17,6 @@ labelling is sequential SHA-256, so that rate is PC1's physical limit.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import os
 import subprocess
@@ -25,6 +24,9 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_pc1 import sha256_rate  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -80,16 +82,6 @@ def python_rounds(size: SectorSize, piece: Path, work: Path, rounds: int) -> lis
     return out
 
 
-def sha256_single_core_rate(seconds: float = 1.0) -> float:
-    """Bytes per second one core hashes with SHA-256 (OpenSSL, SHA extensions when the CPU has them)."""
-    buf = os.urandom(64 << 20)
-    start, n = time.perf_counter(), 0
-    while time.perf_counter() - start < seconds:
-        hashlib.sha256(buf).digest()
-        n += len(buf)
-    return n / (time.perf_counter() - start)
-
-
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--sizes", default="2KiB,8MiB")
@@ -99,7 +91,7 @@ def main() -> int:
     for size in sizes:
         params.generate(size, (params.Circuit.PoRep,))
     binary = build_rust_harness()
-    sha_rate = sha256_single_core_rate()
+    sha_rate = sha256_rate().large_buffer * 64  # bytes per CPU-second, one core (bench_pc1)
     print(f"single-core SHA-256: {sha_rate / 1e6:.0f} MB/s")
 
     report = {}
