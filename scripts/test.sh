@@ -6,4 +6,4 @@ cd "$(dirname "$0")/.."
 bash scripts/install.sh
 # A plain run includes the short chaos test (tests/test_chaos.py); `bash scripts/test.sh -m chaos`
 # runs only its long form. CI (.ci/run) passes no arguments.
-python3 -m pytest -q tests "$@"
+python3 -m pytest -q --durations=20 tests "$@"
