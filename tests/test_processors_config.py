@@ -116,7 +116,7 @@ def test_every_processor_key_parsed(tmp_path):
     assert p.external["tree_d"] == (ProcessorConfig(stage="tree_d"),)
     d = p.external["tree_d"][0]
     assert (d.bin, d.args, d.inherit_envs, d.auto_restart, d.stable_wait, d.cpuset, d.cgroup_group_name) == (
-        None, None, True, True, 5.0, None, "vc-worker")
+        None, None, True, True, 30.0, None, "vc-worker")
 
 
 def test_no_processors_section_runs_everything_in_the_daemon(tmp_path):

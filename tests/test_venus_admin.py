@@ -388,7 +388,8 @@ def test_a_thread_paused_by_a_failure_shows_last_error_and_counts_in_the_ping(tm
     empty_cache.mkdir()
     monkeypatch.setenv("FIL_PROOFS_PARAMETER_CACHE", str(empty_cache))  # read at each proof call
     cfg = write_config(tmp_path, plans=("sealer", "snapup"), worker={"ping_interval": "0.3s"})
-    daemon = WorkerDaemon(load_config(cfg), max_sectors=1)
+    # two starts: one per thread (with one, the snapup thread could take it first and the sealer never start)
+    daemon = WorkerDaemon(load_config(cfg), max_sectors=2)
     daemon.start()
     try:
         url = f"http://{daemon.config.worker.rpc_server.address}/"
