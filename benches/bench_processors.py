@@ -54,7 +54,7 @@ from conftest import write_config  # noqa: E402  (the same real-config writer th
 from damocles_py import bench, proofs  # noqa: E402
 from damocles_py.config.load import load_config  # noqa: E402
 from damocles_py.config.schema import ProcessorConfig, ProcessorsConfig  # noqa: E402
-from damocles_py.processors.child import parse_cpuset  # noqa: E402
+from damocles_py.config.load import parse_cpu_list  # noqa: E402
 from damocles_py.processors.pool import Processors  # noqa: E402
 from damocles_py.processors.protocol import Done, FrameWriter, Task, read_frame  # noqa: E402
 from damocles_py.proofs import SealProof, SectorSize, params  # noqa: E402
@@ -157,7 +157,7 @@ def start_children(external: dict[str, ProcessorConfig]) -> Processors:
 
 
 def child_config(stage: str, cpuset: str | None = None) -> ProcessorConfig:
-    cpus = parse_cpuset(cpuset) if cpuset else None
+    cpus = parse_cpu_list(cpuset) if cpuset else None
     return ProcessorConfig(stage, cpuset=cpus, cpuset_text=cpuset, stable_wait=120.0)
 
 
@@ -508,7 +508,7 @@ def main() -> int:
     if args.c2_reps < 2:
         raise SystemExit("--c2-reps must be at least 2 (a first and a second proof)")
     for cpuset in (args.pc1_cpuset, args.c2_cpuset):
-        missing = set(parse_cpuset(cpuset)) - os.sched_getaffinity(0)
+        missing = set(parse_cpu_list(cpuset)) - os.sched_getaffinity(0)
         if missing:
             raise SystemExit(f"cpuset {cpuset!r} names CPUs this process cannot use ({sorted(missing)})")
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")

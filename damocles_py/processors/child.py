@@ -18,6 +18,7 @@ import sys
 import threading
 from pathlib import Path
 
+from damocles_py.config.load import parse_cpu_list
 from damocles_py.processors.protocol import Done, Failed, FrameWriter, LogLine, Ready, Task, portable_error, read_frame
 
 ENV_CPUSET = "VC_CG_CPUSET"  # as damocles sets it for its children
@@ -28,22 +29,6 @@ _MPOL_PREFERRED = 1
 _SYS_SET_MEMPOLICY = 238  # x86_64
 
 log = logging.getLogger("damocles_py.processor")
-
-
-def parse_cpuset(text: str) -> tuple[int, ...]:
-    """damocles' cpuset syntax, "0-3,6,8-11", as CPU numbers."""
-    cpus: set[int] = set()
-    for part in text.replace(" ", "").split(","):
-        if not part:
-            continue
-        lo, _, hi = part.partition("-")
-        first, last = int(lo), int(hi or lo)
-        if first > last:
-            raise ValueError(f"range {part!r} runs backwards")
-        cpus.update(range(first, last + 1))
-    if not cpus:
-        raise ValueError("no CPUs listed")
-    return tuple(sorted(cpus))
 
 
 def _cgroup_cpuset(name: str, cpuset: str) -> str:
@@ -88,7 +73,7 @@ def set_up(env: dict[str, str]) -> tuple[str, ...]:
     notes = []
     cpuset = env.get(ENV_CPUSET)
     if cpuset:
-        os.sched_setaffinity(0, parse_cpuset(cpuset))  # threads started later (rayon's) inherit it
+        os.sched_setaffinity(0, parse_cpu_list(cpuset) or ())  # threads started later (rayon's) inherit it
         if env.get(ENV_CGROUP):
             notes.append(_cgroup_cpuset(env[ENV_CGROUP], cpuset))
     if env.get(ENV_NUMA):

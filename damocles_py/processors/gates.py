@@ -26,7 +26,6 @@ class StageLimits:
         self._interval = dict(staggered or {})
         self._next_start: dict[str, float] = {}
         self._cond = threading.Condition()
-        self.waiting: dict[str, int] = {}  # stage -> threads waiting for it now (metrics, list)
 
     @contextmanager
     def slot(self, stage: str, check: Check, on_wait: Callable[[], None]) -> Iterator[None]:
@@ -38,24 +37,17 @@ class StageLimits:
             if not waited:
                 waited = True
                 on_wait()
-                with self._cond:
-                    self.waiting[stage] = self.waiting.get(stage, 0) + 1
 
+        if sem is not None and not sem.acquire(blocking=False):
+            wait_once()
+            while not sem.acquire(timeout=POLL):
+                check()
         try:
-            if sem is not None and not sem.acquire(blocking=False):
-                wait_once()
-                while not sem.acquire(timeout=POLL):
-                    check()
-            try:
-                self._stagger(stage, check, wait_once)
-            except BaseException:
-                if sem is not None:
-                    sem.release()
-                raise
-        finally:
-            if waited:
-                with self._cond:
-                    self.waiting[stage] -= 1
+            self._stagger(stage, check, wait_once)
+        except BaseException:
+            if sem is not None:
+                sem.release()
+            raise
         try:
             yield
         finally:

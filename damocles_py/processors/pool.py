@@ -21,6 +21,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
+from damocles_py.config.load import format_cpu_list
 from damocles_py.config.schema import ProcessorConfig, ProcessorsConfig
 from damocles_py.errors import UserError
 from damocles_py.processors.child import ENV_CGROUP, ENV_CPUSET, ENV_NUMA
@@ -149,7 +150,7 @@ class Child:
             self._changed.notify_all()
         notes = "; ".join(self.ready.notes)
         log.info("processor %s started: pid %d, cpus %s%s", self.name, self.ready.pid,
-                 _cpus_text(self.ready.cpus), f" ({notes})" if notes else "")
+                 format_cpu_list(self.ready.cpus), f" ({notes})" if notes else "")
 
     def _read(self, proc: subprocess.Popen, first: list, got_first: threading.Event) -> None:
         """The child's frames until it goes away; then its tasks fail and it is started again."""
@@ -261,7 +262,6 @@ class Processors:
             stage: [Child(entry, i, self._changed) for i, entry in enumerate(entries)]
             for stage, entries in cfg.external.items() if entries
         }
-        self.waiting: dict[str, int] = {}  # stage -> threads waiting for a child now
 
     def start(self) -> None:
         """Start every child (at once); on any failure stop the started ones and raise."""
@@ -306,27 +306,21 @@ class Processors:
     def _lease(self, stage: str, check: Check, on_wait: Callable[[], None]) -> Iterator[Child]:
         children = self.children[stage]
         waited = False
-        try:
-            with self._changed:
-                while True:
-                    free = [c for c in children if c.state == "running" and c.load < c.capacity]
-                    free.sort(key=lambda c: c.capacity - c.load, reverse=True)
-                    child = next((c for c in free if self.locks.try_take(c.cfg.locks)), None)
-                    if child is not None:
-                        child.load += 1
-                        break
-                    if not any(c.state != "down" or c.cfg.auto_restart for c in children):
-                        raise ProcessorCrashed(f"no {stage} processor is running (all exited; auto_restart = false)")
-                    if not waited:
-                        waited = True
-                        self.waiting[stage] = self.waiting.get(stage, 0) + 1
-                        on_wait()
-                    self._changed.wait(POLL)
-                    check()  # raises to leave: a pause or stop while waiting takes effect at once
-        finally:
-            if waited:
-                with self._changed:
-                    self.waiting[stage] -= 1
+        with self._changed:
+            while True:
+                free = [c for c in children if c.state == "running" and c.load < c.capacity]
+                free.sort(key=lambda c: c.capacity - c.load, reverse=True)
+                child = next((c for c in free if self.locks.try_take(c.cfg.locks)), None)
+                if child is not None:
+                    child.load += 1
+                    break
+                if not any(c.state != "down" or c.cfg.auto_restart for c in children):
+                    raise ProcessorCrashed(f"no {stage} processor is running (all exited; auto_restart = false)")
+                if not waited:
+                    waited = True
+                    on_wait()
+                self._changed.wait(POLL)
+                check()  # raises to leave: a pause or stop while waiting takes effect at once
         try:
             yield child
         finally:
@@ -337,10 +331,6 @@ class Processors:
 
     def info(self) -> list[ChildInfo]:
         return [c.info() for children in self.children.values() for c in children]
-
-
-def _cpus_text(cpus: tuple[int, ...]) -> str:
-    return ",".join(map(str, cpus))
 
 
 def _exit_text(status: int) -> str:
