@@ -424,3 +424,23 @@ def test_a_cpuset_naming_a_core_this_box_lacks_is_one_line_at_start(tmp_path):
     proc, _ = run_daemon_cli(cfg)
     line = assert_one_line_refusal(proc, "processors.c2", "cpuset")
     assert str(missing) in line, line
+
+
+def test_a_stop_that_cuts_a_child_task_short_records_no_crash_and_the_stage_reruns(tmp_path, held_daemon):
+    # The daemon stops while a PC1 task sits in its (SIGSTOPped) child: the stop's join gives up, the
+    # children are closed, and the stage ends as interrupted, not as a ProcessorCrashed failure.
+    cfg = write_config(tmp_path, embedded=NO_SEED, processors=f"[[processors.pc1]]\n{ENTRY}")
+    d = held_daemon(cfg, max_sectors=1)
+    os.kill(child(d, "pc1").pid, signal.SIGSTOP)
+    resume(d, 0)
+    wait_until(lambda: in_child(d, "pc1", 0), STARTUP_BUDGET, "the PC1 task in the held child", interval=0.05)
+    d.stop(timeout=1)  # the thread cannot stop while its task is out; closing the children ends it
+    assert d.threads[0].join(STARTUP_BUDGET), "the thread did not end after its child was closed"
+    assert d.threads[0].status.last_failure is None
+    location = tmp_path / "store" / "t0"
+    causes = thread_db_rows(location, "SELECT failure_cause FROM history WHERE failure_cause IS NOT NULL")
+    assert causes == [], causes
+    state = thread_db_rows(location, "SELECT state FROM sectors")
+    assert state == [("TicketAssigned",)]  # PC1 runs again on the next start
+    log = (location / "logs" / "s-t01000-1.log").read_text()
+    assert "pc1: interrupted" in log
